@@ -1,0 +1,165 @@
+"""`python -m harness run | report | list`. Bad input: one line on stderr naming the problem and the fix, exit 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from tabulate import tabulate
+
+from harness import runner, tables
+from harness.config import parse_assignments
+from harness.errors import UsageError
+from harness.plugins import Registry, registry
+from harness.store import Store
+
+DEFAULT_OUT = Path("runs")
+DEFAULT_RESULTS = Path("results") / "tables"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `python -m harness {self.prog.split()[-1]} --help`)")
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--{what} is empty; give a comma-separated list, e.g. --{what} maml,fomaml")
+    return names
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r} is not a comma-separated list of integers, e.g. --seeds 0,1,2") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: seeds must be distinct non-negative integers")
+    return seeds
+
+
+def _writable_dir(path: Path, flag: str) -> Path:
+    """`path` created if needed; a path that cannot be a writable directory is a UsageError."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a directory; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path} cannot be created ({exc.strerror}); give a writable directory") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {path} is not writable; give a writable directory")
+    return path
+
+
+def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    specs = [runner.RunSpec(args.suite, learner, args.profile, seed, args.device, parse_assignments(args.set))
+             for learner in _names(args.learners, "learners") for seed in _seeds(args.seeds)]
+    prepared = runner.plan(specs, reg)
+    out = _writable_dir(args.out, "--out")
+    store = Store(out)
+    progress = runner.tqdm_progress(not args.quiet)
+    command = tables.command_line(argv)
+    for run in prepared:
+        print(f"{run.run_id}: {runner.execute(run, store, out, command, progress)}", file=sys.stderr)
+    print(summary(store, [run.run_id for run in prepared]))
+    store.close()
+    return 0
+
+
+def summary(store: Store, run_ids: list[str]) -> str:
+    """Mean ± 95% interval per learner, shots and step for the given runs (steps 0, 1, 5, 10 where present)."""
+    from harness.stats import summarize
+
+    scores = store.scores(run_ids)
+    runs = store.runs().set_index("run_id")
+    rows = []
+    for (run_id, metric, shots), group in scores.groupby(["run_id", "metric", "shots"], sort=False):
+        cells = {}
+        for step, s in group.groupby("step"):
+            if step in (0, 1, 5, 10):
+                res = summarize(s.value.to_numpy())
+                cells[f"{step} steps"] = f"{res.mean:.3g} ± {res.ci95:.2g}"
+        rows.append({"learner": runs.learner[run_id], "seed": runs.seed[run_id], "shots": shots, "metric": metric,
+                     **cells})
+    return tabulate(rows, headers="keys", tablefmt="github")
+
+
+def cmd_report(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    store_path = args.out / "results.sqlite"
+    if not store_path.exists():
+        raise UsageError(f"no results store at {store_path}; run `python -m harness run` first or pass --out DIR")
+    names = _names(args.tables, "tables") if args.tables else sorted(reg.tables)
+    specs = [reg.tables[n].obj if n in reg.tables else _unknown_table(n, reg) for n in names]
+    directory = _writable_dir(args.results, "--results")
+    store = Store(args.out)
+    for spec in specs:
+        csv, md = tables.write(spec, store, directory, args.profile)
+        print(md.read_text())
+        print(f"wrote {csv} and {md}", file=sys.stderr)
+    store.close()
+    return 0
+
+
+def _unknown_table(name: str, reg: Registry) -> NoReturn:
+    raise UsageError(f"unknown table {name!r}; known tables: {', '.join(sorted(reg.tables))}")
+
+
+def cmd_list(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    rows = [["suite", name, p.dist, "profiles: " + ", ".join(p.obj.profiles), _first_line(p.obj.__doc__)]
+            for name, p in sorted(reg.suites.items())]
+    for name, p in sorted(reg.learners.items()):
+        applies = [s for s, suite in sorted(reg.suites.items()) if p.obj.applies_to(suite.obj)]
+        rows.append(["learner", name, p.dist, "applies to: " + (", ".join(applies) or "no installed suite"),
+                     p.obj.description])
+    for name, p in sorted(reg.tables.items()):
+        rows.append(["table", name, p.dist, "suite: " + p.obj.suite, p.obj.title])
+    print(tabulate(rows, headers=["kind", "name", "plugin", "scope", "description"],
+                   tablefmt="github"))
+    for failure in reg.failures:
+        print(f"warning: {failure}", file=sys.stderr)
+    return 0
+
+
+def _first_line(doc: str | None) -> str:
+    return doc.strip().splitlines()[0] if doc else ""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="python -m harness", description="A benchmark harness for meta-learning.")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="meta-train and evaluate learners on a suite")
+    run.add_argument("--suite", required=True, help="a suite name (see `list`)")
+    run.add_argument("--learners", required=True, help="comma-separated learner names, e.g. maml,fomaml")
+    run.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    run.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    run.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(fn=cmd_run)
+    report = sub.add_parser("report", help="write the tables (CSV + Markdown) from the results store")
+    report.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
+    report.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where tables are written")
+    report.add_argument("--tables", default="", help="comma-separated table names (default: all)")
+    report.add_argument("--profile", default=None, help="report only runs of this profile (default: the most thorough)")
+    report.set_defaults(fn=cmd_report)
+    lst = sub.add_parser("list", help="list the installed suites, learners and tables with their plugins")
+    lst.set_defaults(fn=cmd_list)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser().parse_args(argv)
+        return args.fn(args, registry(), argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130

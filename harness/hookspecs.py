@@ -1,0 +1,36 @@
+"""The plugin API. A plugin is a module named by an entry point in the group `harness`; it implements any of these
+hooks with `@harness.hookimpl`. The built-in learners and suites register exactly this way.
+
+    # pyproject.toml of your distribution
+    [project.entry-points.harness]
+    my_learner = "my_package.my_learner"
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from harness.protocols import Learner, Suite
+    from harness.tables import TableSpec
+
+PROJECT = "harness"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def harness_learners() -> Sequence[type[Learner]]:
+    """Learner classes this plugin provides (each satisfies `harness.protocols.Learner`; names must be unique)."""
+
+
+@hookspec
+def harness_suites() -> Sequence[type[Suite]]:
+    """Suite classes this plugin provides (each satisfies `harness.protocols.Suite`; names must be unique)."""
+
+
+@hookspec
+def harness_tables() -> Sequence[TableSpec]:
+    """Tables (`harness.tables.TableSpec`) this plugin knows how to build from the results store."""

@@ -1,0 +1,154 @@
+"""The contract between the core, suites and learners: three protocols and the data that flows between them.
+
+A suite owns the task distribution, the model and the loss; a learner owns meta-training and adaptation; an
+evaluator owns the frozen test protocol. They meet only here: no learner imports a suite, and the core imports
+neither.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+Params = dict[str, Tensor]
+"""Parameters by name, as `nn.Module.named_parameters` gives them; a leading task dimension where batched."""
+
+Forward = Callable[[Params, Tensor], Tensor]
+"""A functional model: (one task's parameters, inputs) -> outputs."""
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """Supervised tasks stacked along dimension 0: support (the K examples to adapt on) and query (to score on).
+
+    `features` holds each task's true parameters (e.g. sinusoid amplitude and phase) for learners that may see them.
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    features: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.support_x.shape[0]
+
+    def shots(self, k: int) -> TaskBatch:
+        """The same tasks with only the first `k` support examples (test tasks nest: 5-shot is a prefix of 20-shot)."""
+        return TaskBatch(self.support_x[:, :k], self.support_y[:, :k], self.query_x, self.query_y, self.features)
+
+    def to(self, device: torch.device | str) -> TaskBatch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return TaskBatch(*(move(t) for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.features)))
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """What a learner hands the evaluator after k adaptation steps: a functional model and per-task parameters."""
+
+    forward: Forward
+    params: Params  # every tensor has a leading task dimension
+
+
+@dataclass
+class Score:
+    """One long-form result: a metric of one test task at a number of shots and adaptation steps."""
+
+    task: int
+    shots: int
+    step: int
+    metric: str
+    value: float
+
+
+@runtime_checkable
+class Suite(Protocol):
+    """A task distribution with its model, loss and test protocol.
+
+    `profiles` maps "smoke" | "quick" | "paper" to the hyperparameters of that profile (training and evaluation);
+    every key there may be overridden with `--set key=value`.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # "supervised" | "rl"
+    metric: ClassVar[str]  # the name of what `score` measures, e.g. "mse" or "accuracy"
+    profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
+
+    def __init__(self, config: Mapping[str, Any]) -> None: ...
+
+    def make_model(self, extra_inputs: int = 0) -> nn.Module:
+        """A freshly initialised model (from the global RNG: the runner seeds it); `extra_inputs` widens the input."""
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The training loss of one task (a scalar)."""
+
+    def score(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The test metric of each task of a batch (task dimension 0) -> one value per task."""
+
+    def sample(self, split: str, n_tasks: int, generator: torch.Generator, shots: int, query: int) -> TaskBatch:
+        """`n_tasks` tasks of `split` ("train" | "val" | "test"), every random draw taken from `generator`."""
+
+    def evaluator(self, device: torch.device) -> Evaluator:
+        """The frozen test protocol of this suite under its config."""
+
+
+class Learner(Protocol):
+    """A meta-learner. Constructed once per run with the merged config (suite profile, learner defaults, --set)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    defaults: ClassVar[Mapping[str, Any]]  # the learner's own config keys and their default values
+
+    def __init__(self, config: Mapping[str, Any]) -> None: ...
+
+    @classmethod
+    def applies_to(cls, suite: type[Suite]) -> bool:
+        """Whether this learner can run on suites of class `suite` (asking for an inapplicable pair is a usage error)."""
+
+    def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
+        """Meta-train and return the trained state: plain tensors, loadable with `torch.load(weights_only=True)`."""
+
+    def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:
+        """Yield the model adapted to every task of `tasks` after 0, 1, ..., `steps` gradient steps on its support."""
+
+
+class Evaluator(Protocol):
+    """The fixed test protocol of a suite: identical test tasks for every learner and run."""
+
+    def evaluate(self, suite: Suite, learner: Learner, state: Mapping[str, Tensor], progress: Progress) -> Iterator[Score]:
+        """Score `learner` (with trained `state`) on every frozen test task, shot count and step."""
+
+
+class Progress(Protocol):
+    """A progress bar factory: `progress(total, desc)` gives an object with `update(n)` and `close()`."""
+
+    def __call__(self, total: int, desc: str) -> Any: ...
+
+
+class TrainContext(Protocol):
+    """What the runner gives a learner for training: config, device, seeded randomness, progress and checkpoints."""
+
+    config: Mapping[str, Any]
+    device: torch.device
+    seed: int
+
+    def generator(self, iteration: int, stream: str = "batch") -> torch.Generator:
+        """A generator for `iteration`'s draws, seeded by (run seed, stream, iteration) only: resuming changes nothing."""
+
+    def iterations(self, start: int, total: int, desc: str = "meta-train") -> Iterator[int]:
+        """Iterations `start..total-1` with a progress bar; checkpoints become due on the runner's schedule."""
+
+    def log(self, iteration: int, loss: float) -> None:
+        """Record the training loss of `iteration`; a non-finite loss stops the run as diverged."""
+
+    def checkpoint_due(self, iteration: int) -> bool:
+        """Whether a training checkpoint should be saved after `iteration`."""
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Atomically save a resumable training checkpoint (tensors, ints, floats, strings, nested dicts)."""
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last training checkpoint of this run, or None when starting fresh."""

@@ -1,0 +1,190 @@
+"""One run = (suite, learner, profile, seed, config): meta-train with checkpoints, evaluate, record in the store.
+
+A finished run is never recomputed; an unfinished one resumes from its last training checkpoint, or goes straight
+to evaluation when its trained model is already saved.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from harness import checkpoints, config as configuration
+from harness.errors import UsageError
+from harness.functional import VECTORIZE
+from harness.plugins import Registry
+from harness.protocols import Learner, Progress, Suite
+from harness.seeding import derive_seed, generator
+from harness.store import RunRecord, Store
+
+PROFILES = ("smoke", "quick", "paper")
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the user asked for: one unit of work."""
+
+    suite: str
+    learner: str
+    profile: str = "quick"
+    seed: int = 0
+    device: str = "cpu"
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A validated run: its plugins instantiated, its config merged, its identity fixed."""
+
+    spec: RunSpec
+    suite: Suite
+    learner: Learner
+    config: Mapping[str, Any]
+    run_id: str
+
+
+def prepare(spec: RunSpec, registry: Registry) -> PreparedRun:
+    """Validate `spec` against the installed plugins; every problem is a one-line UsageError."""
+    suite_cls = registry.suite(spec.suite)
+    learner_cls = registry.learner(spec.learner)
+    if spec.profile not in suite_cls.profiles:
+        raise UsageError(f"unknown profile {spec.profile!r} for suite {spec.suite}; "
+                         f"choose one of {', '.join(suite_cls.profiles)}")
+    if spec.device not in ("cpu", "cuda") and not spec.device.startswith("cuda:"):
+        raise UsageError(f"unknown device {spec.device!r}; use cpu or cuda")
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    config = configuration.merge(configuration.RUNTIME_DEFAULTS, suite_cls.profiles[spec.profile],
+                                 learner_cls.defaults, overrides=spec.overrides)
+    configuration.validate_positive(config)
+    if config["vectorize"] not in VECTORIZE:
+        raise UsageError(f"vectorize={config['vectorize']!r}; choose one of {', '.join(VECTORIZE)}")
+    if not learner_cls.applies_to(suite_cls):
+        raise UsageError(f"learner {spec.learner} does not apply to suite {spec.suite}; "
+                         "`python -m harness list` shows which learner applies to which suite")
+    return PreparedRun(spec, suite_cls(config), learner_cls(config), config, run_id(spec, config))
+
+
+def run_id(spec: RunSpec, config: Mapping[str, Any]) -> str:
+    """A readable, stable identity: the same spec and config always give the same id."""
+    hashed = {k: v for k, v in config.items() if k not in configuration.UNHASHED}
+    digest = hashlib.sha256(json.dumps([hashed, spec.device], sort_keys=True).encode()).hexdigest()[:10]
+    return f"{spec.suite}-{spec.learner}-{spec.profile}-s{spec.seed}-{digest}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, torch and every distribution that provides a harness plugin."""
+    out = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+    for ep in metadata.entry_points(group="harness"):
+        if ep.dist is not None:
+            out[ep.dist.name] = ep.dist.version
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the harness's source tree (with `-dirty` when it has uncommitted changes), if it is a checkout."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def tqdm_progress(enabled: bool = True) -> Progress:
+    """Progress bars on stderr (refreshed at most every 30 s when stderr is not a terminal)."""
+    interval = 0.5 if sys.stderr.isatty() else 30.0
+    return lambda total, desc: tqdm(total=total, desc=desc, mininterval=interval, disable=not enabled,
+                                    dynamic_ncols=True, leave=False)
+
+
+class RunContext:
+    """The `TrainContext` a learner trains with: config, device, seeded generators, progress, checkpoints."""
+
+    def __init__(self, prepared: PreparedRun, run_dir: Path, progress: Progress) -> None:
+        self.config = prepared.config
+        self.device = torch.device(prepared.spec.device)
+        self.seed = prepared.spec.seed
+        self._identity = (prepared.spec.suite, prepared.spec.learner, prepared.spec.seed)
+        self._path = run_dir / checkpoints.TRAIN
+        self._progress = progress
+        self._bar: Any = None
+
+    def generator(self, iteration: int, stream: str = "batch") -> torch.Generator:
+        return generator(*self._identity, stream, iteration)
+
+    def iterations(self, start: int, total: int, desc: str = "meta-train") -> Iterator[int]:
+        self._bar = self._progress(total, desc)
+        self._bar.update(start)
+        try:
+            for i in range(start, total):
+                yield i
+                self._bar.update(1)
+        finally:
+            self._bar.close()
+
+    def log(self, iteration: int, loss: float) -> None:
+        """Record the training loss of `iteration`; a non-finite one stops the run as diverged."""
+        if not math.isfinite(loss):
+            raise Diverged(f"training loss became {loss} at iteration {iteration}")
+        if self._bar is not None and iteration % 100 == 0:
+            self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+
+    def checkpoint_due(self, iteration: int) -> bool:
+        return (iteration + 1) % self.config["checkpoint_every"] == 0
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        checkpoints.save_tensors(self._path, state)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        return checkpoints.load_tensors(self._path)
+
+
+def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, progress: Progress) -> str:
+    """Run `prepared` to completion unless the store already has it done; returns "done" | "skipped"."""
+    spec = prepared.spec
+    if store.status(prepared.run_id) == "done":
+        return "skipped"
+    store.begin(RunRecord(prepared.run_id, spec.suite, spec.learner, spec.profile, spec.seed, spec.device,
+                          prepared.config, versions(), git_commit(), command))
+    run_dir = out_dir / prepared.run_id
+    torch.set_num_threads(prepared.config["threads"])
+    try:
+        state = checkpoints.load_tensors(run_dir / checkpoints.MODEL)
+        train_seconds = None
+        if state is None:
+            torch.manual_seed(derive_seed(spec.suite, spec.learner, spec.seed, "init"))
+            started = time.perf_counter()
+            state = prepared.learner.meta_train(prepared.suite, RunContext(prepared, run_dir, progress))
+            train_seconds = time.perf_counter() - started
+            checkpoints.save_model(run_dir, state, {**prepared.config, "suite": spec.suite, "learner": spec.learner,
+                                                    "profile": spec.profile, "seed": spec.seed})
+        evaluator = prepared.suite.evaluator(torch.device(spec.device))
+        scores = list(evaluator.evaluate(prepared.suite, prepared.learner, state, progress))
+    except Exception as exc:
+        store.fail(prepared.run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish(prepared.run_id, scores, train_seconds)
+    (run_dir / checkpoints.TRAIN).unlink(missing_ok=True)
+    return "done"
+
+
+def plan(specs: Sequence[RunSpec], registry: Registry) -> list[PreparedRun]:
+    """Validate every spec before any runs, so bad input fails fast and writes nothing."""
+    return [prepare(spec, registry) for spec in specs]

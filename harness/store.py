@@ -1,0 +1,108 @@
+"""The results store: one SQLite database per output directory, written in transactions, long form.
+
+`runs` holds one row per run (suite x learner x profile x seed x config) with everything needed to reproduce it;
+`scores` one row per run x test task x shots x step x metric. A run's scores and its `done` status are written in
+the same transaction, so a run is either complete in the store or not done at all.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.protocols import Score
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    suite TEXT NOT NULL, learner TEXT NOT NULL, profile TEXT NOT NULL, seed INTEGER NOT NULL,
+    device TEXT NOT NULL, config TEXT NOT NULL, versions TEXT NOT NULL, git_commit TEXT, command TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')), error TEXT,
+    started REAL NOT NULL, finished REAL, train_seconds REAL
+);
+CREATE TABLE IF NOT EXISTS scores (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    task INTEGER NOT NULL, shots INTEGER NOT NULL, step INTEGER NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (run_id, task, shots, step, metric)
+) WITHOUT ROWID;
+"""
+
+DB_NAME = "results.sqlite"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What identifies and reproduces a run."""
+
+    run_id: str
+    suite: str
+    learner: str
+    profile: str
+    seed: int
+    device: str
+    config: Mapping[str, Any]
+    versions: Mapping[str, str]
+    git_commit: str | None
+    command: str
+
+
+class Store:
+    """The results database of one output directory."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / DB_NAME
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA foreign_keys = ON")
+        with self.db:
+            self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def status(self, run_id: str) -> str | None:
+        row = self.db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def begin(self, run: RunRecord) -> None:
+        """Record `run` as running (a rerun of an unfinished run refreshes its record and keeps its identity)."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO runs (run_id, suite, learner, profile, seed, device, config, versions,"
+                " git_commit, command, status, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                (run.run_id, run.suite, run.learner, run.profile, run.seed, run.device,
+                 json.dumps(run.config, sort_keys=True), json.dumps(run.versions, sort_keys=True),
+                 run.git_commit, run.command, time.time()),
+            )
+
+    def finish(self, run_id: str, scores: Iterable[Score], train_seconds: float | None) -> None:
+        """Write all scores of `run_id` and mark it done, in one transaction."""
+        rows = [(run_id, s.task, s.shots, s.step, s.metric, s.value) for s in scores]
+        with self.db:
+            self.db.execute("DELETE FROM scores WHERE run_id = ?", (run_id,))
+            self.db.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.db.execute("UPDATE runs SET status = 'done', finished = ?, train_seconds = ? WHERE run_id = ?",
+                            (time.time(), train_seconds, run_id))
+
+    def fail(self, run_id: str, error: str) -> None:
+        with self.db:
+            self.db.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?",
+                            (error, time.time(), run_id))
+
+    def runs(self, status: str | None = "done") -> pd.DataFrame:
+        """Runs (all of them when `status` is None), oldest first."""
+        query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started"
+        return pd.read_sql_query(query, self.db, params=(status,) if status else ())
+
+    def scores(self, run_ids: Iterable[str]) -> pd.DataFrame:
+        """The long-form scores of `run_ids`."""
+        ids = list(run_ids)
+        if not ids:
+            return pd.DataFrame(columns=["run_id", "task", "shots", "step", "metric", "value"])
+        marks = ", ".join("?" * len(ids))
+        return pd.read_sql_query(f"SELECT * FROM scores WHERE run_id IN ({marks})", self.db, params=ids)

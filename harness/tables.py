@@ -1,0 +1,149 @@
+"""Tables as views over the results store: long-form CSV (one row per cell) and a wide Markdown view, with the
+paper's value beside ours. A cell without a run keeps an empty `mean`: it is marked, never invented."""
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from harness.stats import summarize
+from harness.store import Store
+
+COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci95", "n", "median", "over_10x_median",
+           "paper", "paper_ci95", "profile", "seeds", "device", "command"]
+PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
+
+
+@dataclass(frozen=True)
+class PaperCell:
+    setting: str
+    row: str
+    column: str
+    value: float
+    ci95: float | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table of one suite: settings are shot counts, columns are adaptation steps, rows are learners.
+
+    `rows` maps the paper's row labels to our learner names (None where no learner of ours produces that row);
+    learners with runs on the suite but no paper row get a row under their own name.
+    """
+
+    name: str
+    title: str
+    suite: str
+    metric: str
+    settings: Mapping[str, int]
+    columns: Mapping[str, int]
+    rows: Mapping[str, str | None]
+    paper: Sequence[PaperCell] = field(default_factory=tuple)
+
+
+def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None) -> dict[str, pd.DataFrame]:
+    """Per learner, the done runs of `suite` to report: the given profile, else the most thorough one available;
+    among several configs of that profile, the most recent one (all its seeds)."""
+    runs = runs[runs.suite == suite]
+    if profile is not None:
+        runs = runs[runs.profile == profile]
+    chosen = {}
+    for learner, group in runs.groupby("learner"):
+        best = max(group.profile, key=lambda p: PROFILE_RANK.get(p, -1))
+        group = group[group.profile == best]
+        latest_config = group.sort_values("finished").config.iloc[-1]
+        chosen[learner] = group[group.config == latest_config]
+    return chosen
+
+
+def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataFrame:
+    """The long-form rows of `spec` from `store`."""
+    runs = chosen_runs(store.runs(), spec.suite, profile)
+    scores = store.scores(pd.concat(runs.values()).run_id if runs else [])
+    paper = {(c.setting, c.row, c.column): c for c in spec.paper}
+    rows = dict(spec.rows) | {learner: learner for learner in runs if learner not in spec.rows.values()}
+    out = []
+    for setting, shots in spec.settings.items():
+        for label, learner in rows.items():
+            for column, step in spec.columns.items():
+                cell = {"table": spec.name, "row": label, "learner": learner or "", "suite": spec.suite,
+                        "setting": setting, "column": column}
+                if (ref := paper.get((setting, label, column))) is not None:
+                    cell |= {"paper": ref.value, "paper_ci95": ref.ci95}
+                if learner in runs:
+                    group = runs[learner]
+                    s = scores[scores.run_id.isin(group.run_id) & (scores.shots == shots) & (scores.step == step)
+                               & (scores.metric == spec.metric)]
+                    if len(s):
+                        per_task = s.groupby("task").value.mean().to_numpy()  # pooled over seeds per test task
+                        summary = summarize(per_task)
+                        cell |= {"mean": summary.mean, "ci95": summary.ci95, "n": summary.n,
+                                 "median": summary.median, "over_10x_median": summary.over_10x_median,
+                                 "profile": group.profile.iloc[0], "device": group.device.iloc[0],
+                                 "seeds": ",".join(str(x) for x in sorted(group.seed)),
+                                 "command": group.command.iloc[0]}
+                out.append(cell)
+    frame = pd.DataFrame(out).reindex(columns=COLUMNS)
+    return frame.astype({"n": "Int64", "over_10x_median": "Int64"})
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
+    """The wide, human view: "ours ± ci (paper)" per cell, a robust view, and the commands that made the cells."""
+    def cell(r: pd.Series) -> str:
+        ours = "not run" if pd.isna(r["mean"]) else f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}"
+        return ours + ("" if pd.isna(r["paper"]) else f" ({_fmt(r['paper'])})")
+
+    def robust(r: pd.Series) -> str:
+        return "" if pd.isna(r["mean"]) else f"{_fmt(r['median'])} / {r['over_10x_median']}"
+
+    index = ["setting", "row"]
+    order = list(spec.columns)
+    wide = frame.assign(cell=frame.apply(cell, axis=1)).pivot(index=index, columns="column", values="cell")
+    wide = wide.reindex(columns=order).reindex(pd.MultiIndex.from_frame(frame[index].drop_duplicates()))
+    ran = frame.dropna(subset=["mean"])
+    lines = [f"# {spec.title}", "",
+             f"Ours: {spec.metric}, mean ± 95% interval over test tasks; the paper's value in parentheses.", "",
+             tabulate(wide.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)]
+    if len(ran):
+        rob = ran.assign(cell=ran.apply(robust, axis=1)).pivot(index=index, columns="column", values="cell")
+        rob = rob.reindex(columns=order).reindex(pd.MultiIndex.from_frame(ran[index].drop_duplicates()))
+        lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can "
+                  "dominate a mean):", "",
+                  tabulate(rob.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)]
+        lines += ["", "Produced by:", ""]
+        for (learner, command, profile, seeds, device), _ in ran.groupby(
+                ["learner", "command", "profile", "seeds", "device"], sort=False):
+            lines.append(f"- {learner} ({profile} profile, seeds {seeds}, {device}): `{command}`")
+    return "\n".join(lines) + "\n"
+
+
+def write(spec: TableSpec, store: Store, directory: Path, profile: str | None = None) -> tuple[Path, Path]:
+    """Write `<name>.csv` and `<name>.md` into `directory`."""
+    frame = build(spec, store, profile)
+    directory.mkdir(parents=True, exist_ok=True)
+    csv, md = directory / f"{spec.name}.csv", directory / f"{spec.name}.md"
+    frame.to_csv(csv, index=False, float_format="%.6g")
+    md.write_text(markdown(spec, frame))
+    return csv, md
+
+
+def paper_cells(reference_csv: Path, table: int) -> list[PaperCell]:
+    """The paper's values of one table from a reference CSV (columns table,suite,setting,learner,column,value,ci95)."""
+    ref = pd.read_csv(reference_csv)
+    ref = ref[ref.table == table]
+    return [PaperCell(r.setting, r.learner, r.column, float(r.value), None if np.isnan(r.ci95) else float(r.ci95))
+            for r in ref.itertuples()]
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command as a user would type it."""
+    return "python -m harness " + shlex.join(argv)
