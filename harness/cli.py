@@ -63,11 +63,16 @@ def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int
     store = Store(out)
     progress = runner.tqdm_progress(not args.quiet)
     command = tables.command_line(argv)
+    failed = []
     for run in prepared:
-        print(f"{run.run_id}: {runner.execute(run, store, out, command, progress)}", file=sys.stderr)
-    print(summary(store, [run.run_id for run in prepared]))
+        try:
+            print(f"{run.run_id}: {runner.execute(run, store, out, command, progress)}", file=sys.stderr)
+        except Exception as exc:  # recorded as failed in the store; the other runs go on
+            failed.append(run.run_id)
+            print(f"{run.run_id}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(summary(store, [run.run_id for run in prepared if run.run_id not in failed]))
     store.close()
-    return 0
+    return 1 if failed else 0
 
 
 def summary(store: Store, run_ids: list[str]) -> str:

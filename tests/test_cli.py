@@ -1,0 +1,129 @@
+"""The command line: smoke runs of every learner x suite, rerun and resume, reports, and bad input."""
+import json
+import sqlite3
+
+import pytest
+import torch
+
+from harness import runner
+from harness.cli import main
+from harness.plugins import registry
+
+REG = registry()
+PAIRS = [(s, l) for s in sorted(REG.suites) for l in sorted(REG.learners)
+         if REG.learners[l].obj.applies_to(REG.suites[s].obj)]
+
+
+def scores(out):
+    db = sqlite3.connect(out / "results.sqlite")
+    return db.execute("SELECT run_id, task, shots, step, value FROM scores ORDER BY 1, 2, 3, 4").fetchall()
+
+
+@pytest.mark.parametrize("suite,learner", PAIRS)
+def test_smoke_run_of_every_learner_and_suite(tmp_path, capsys, suite, learner):
+    out = tmp_path / "out"
+    assert main(["run", "--suite", suite, "--learners", learner, "--profile", "smoke", "--out", str(out)]) == 0
+    profile = REG.suites[suite].obj.profiles["smoke"]
+    expected = profile["eval_tasks"] * len(profile["eval_shots"]) * (profile["eval_steps"] + 1)
+    assert len(scores(out)) == expected
+    assert learner in capsys.readouterr().out  # the summary table
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    state = torch.load(run_dir / "model.pt", weights_only=True)
+    model = REG.suites[suite].obj(profile).make_model()
+    model.load_state_dict(state)  # a plain state_dict, loadable without the harness
+    assert json.loads((run_dir / "config.json").read_text())["learner"] == learner
+
+
+def test_rerun_skips_finished_runs(tmp_path, capsys):
+    args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path)]
+    assert main(args) == 0
+    before = scores(tmp_path)
+    assert main(args) == 0
+    assert "skipped" in capsys.readouterr().err
+    assert scores(tmp_path) == before
+
+
+def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, monkeypatch):
+    args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
+            "--set", "meta_iterations=30", "--set", "checkpoint_every=10"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+
+    log = runner.RunContext.log
+    def interrupt(self, iteration, loss):
+        if iteration == 17:
+            raise KeyboardInterrupt
+        log(self, iteration, loss)
+    monkeypatch.setattr(runner.RunContext, "log", interrupt)
+    assert main([*args, "--out", str(tmp_path / "cut")]) == 130
+    (run_dir,) = [p for p in (tmp_path / "cut").iterdir() if p.is_dir()]
+    assert torch.load(run_dir / "train-checkpoint.pt", weights_only=True)["iteration"] == 9
+    monkeypatch.setattr(runner.RunContext, "log", log)
+    seen = []
+    monkeypatch.setattr(runner.RunContext, "iterations",
+                        lambda self, start, total, desc="": (seen.append(start), iter(range(start, total)))[1])
+    assert main([*args, "--out", str(tmp_path / "cut")]) == 0
+    assert seen == [10]
+    assert scores(tmp_path / "whole") == scores(tmp_path / "cut")
+
+
+def test_diverging_run_is_marked_failed(tmp_path, capsys):
+    code = main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path),
+                 "--set", "inner_lr=1e30"])
+    assert code == 1
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    (status, error), = db.execute("SELECT status, error FROM runs")
+    assert status == "failed" and "iteration 0" in error
+    assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
+    assert "failed" in capsys.readouterr().err
+
+
+def test_report_writes_table2_with_paper_values_and_marked_missing_cells(tmp_path, capsys):
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml,fomaml", "--profile", "smoke",
+                 "--out", str(tmp_path / "runs")]) == 0
+    assert main(["report", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "tables")]) == 0
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "tables" / "table2.csv")
+    maml = table[(table.row == "MAML") & (table.setting == "5-shot") & (table.column == "1 step")].iloc[0]
+    assert maml.paper == 0.67 and maml.n == 20 and maml.profile == "smoke" and "--learners maml,fomaml" in maml.command
+    pretrain = table[table.row == "pretrain on all tasks"]
+    assert pretrain["mean"].isna().all() and (pretrain[pretrain.setting == "5-shot"].paper.notna()).all()
+    assert set(table.row) >= {"MAML", "fomaml", "multi-task no reg"}
+    assert set(table.setting) == {"5-shot", "10-shot", "20-shot"}
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    assert "not run (2.41)" in md and "python -m harness run" in md
+
+
+BAD = [
+    (["run", "--suite", "sinusoid", "--learners", "mam"], "unknown learner 'mam'"),
+    (["run", "--suite", "sinus", "--learners", "maml"], "unknown suite 'sinus'"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "huge"], "unknown profile 'huge'"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "meta_iter=5"], "unknown key"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "meta_iterations"], "not KEY=VALUE"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "meta_iterations=ten"], "takes int"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "first_order=maybe"], "takes bool"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "eval_shots=5,x"], "comma-separated list"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "meta_batch=0"], "must be positive"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "vectorize=fast"], "vectorize"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--seeds", "0,a"], "--seeds"),
+    (["run", "--suite", "sinusoid", "--learners", ","], "--learners is empty"),
+    (["run", "--suite", "sinusoid", "--learners", "maml", "--device", "tpu"], "unknown device"),
+    (["run", "--learners", "maml"], "--suite"),
+    (["report", "--tables", "table99"], "no results store"),
+    (["fly"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=[m for _, m in BAD])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_path_that_is_a_file_is_rejected(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
+                 "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
