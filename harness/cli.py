@@ -1,4 +1,4 @@
-"""`python -m harness run | report | list`. Bad input: one line on stderr naming the problem and the fix, exit 2."""
+"""`python -m harness run | report | tasks | list`. Bad input: one line on stderr naming the problem and the fix, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -109,6 +109,20 @@ def cmd_report(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    from harness.diagnose import worst_tasks
+
+    if not (args.out / "results.sqlite").exists():
+        raise UsageError(f"no results store in {args.out}; run `python -m harness run` first or pass --out DIR")
+    store = Store(args.out)
+    table, summary = worst_tasks(store, reg, args.suite, args.learner, args.shots, args.step, args.worst, args.profile)
+    print(tabulate(table.reset_index(), headers="keys", tablefmt="github", showindex=False, floatfmt=".3g"))
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    store.close()
+    return 0
+
+
 def _unknown_table(name: str, reg: Registry) -> NoReturn:
     raise UsageError(f"unknown table {name!r}; known tables: {', '.join(sorted(reg.tables))}")
 
@@ -152,6 +166,15 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--tables", default="", help="comma-separated table names (default: all)")
     report.add_argument("--profile", default=None, help="report only runs of this profile (default: the most thorough)")
     report.set_defaults(fn=cmd_report)
+    tasks = sub.add_parser("tasks", help="the worst test tasks of a finished run, with their task parameters")
+    tasks.add_argument("--suite", required=True)
+    tasks.add_argument("--learner", required=True)
+    tasks.add_argument("--shots", type=int, required=True)
+    tasks.add_argument("--step", type=int, required=True)
+    tasks.add_argument("--worst", type=int, default=10, help="how many tasks to show (default: 10)")
+    tasks.add_argument("--profile", default=None, help="the profile's runs (default: the most thorough)")
+    tasks.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
+    tasks.set_defaults(fn=cmd_tasks)
     lst = sub.add_parser("list", help="list the installed suites, learners and tables with their plugins")
     lst.set_defaults(fn=cmd_list)
     return top

@@ -96,11 +96,17 @@ def meta_gradient(
     def value(params: Params, *data: Tensor) -> Tensor:
         return meta_loss(loss_fn, params, *data, lrs=lrs, adapt=adapt, first_order=first_order, vectorize=vectorize)
 
-    def fn(params: Params, *data: Tensor) -> tuple[Tensor, Params]:
+    def functional(params: Params, *data: Tensor) -> tuple[Tensor, Params]:
         grads, loss = grad_and_value(value)(params, *data)
         return loss, grads
 
-    return torch.compile(fn, dynamic=False) if compile else fn
+    def eager(params: Params, *data: Tensor) -> tuple[Tensor, Params]:
+        # outer reverse mode through autograd: about 1.3x faster than grad_and_value when not compiled
+        leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
+        loss = value(leaves, *data)
+        return loss.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+
+    return torch.compile(functional, dynamic=False) if compile else eager
 
 
 def adapt_batch(

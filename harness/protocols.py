@@ -75,6 +75,7 @@ class Suite(Protocol):
     name: ClassVar[str]
     kind: ClassVar[str]  # "supervised" | "rl"
     metric: ClassVar[str]  # the name of what `score` measures, e.g. "mse" or "accuracy"
+    feature_names: ClassVar[tuple[str, ...]]  # names of the columns of `TaskBatch.features`; () when there are none
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
 
     def __init__(self, config: Mapping[str, Any]) -> None: ...

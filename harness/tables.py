@@ -15,7 +15,8 @@ from harness.stats import summarize
 from harness.store import Store
 
 COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci95", "n", "median", "over_10x_median",
-           "paper", "paper_ci95", "profile", "seeds", "device", "command"]
+           "paper", "paper_ci95", "vs_paper", "profile", "seeds", "device", "command", "git_commit"]
+MARKS = {"within ci": "≈", "better": "▲", "short": "▼"}
 PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
 
 
@@ -44,6 +45,14 @@ class TableSpec:
     columns: Mapping[str, int]
     rows: Mapping[str, str | None]
     paper: Sequence[PaperCell] = field(default_factory=tuple)
+    lower_is_better: bool = True
+
+
+def versus_paper(mean: float, ci95: float, paper: float, lower_is_better: bool) -> str:
+    """"within ci" when the paper's value lies in our 95% interval, else "better" or "short" (of the paper)."""
+    if abs(mean - paper) <= ci95:
+        return "within ci"
+    return "better" if (mean < paper) == lower_is_better else "short"
 
 
 def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None) -> dict[str, pd.DataFrame]:
@@ -73,7 +82,8 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
             for column, step in spec.columns.items():
                 cell = {"table": spec.name, "row": label, "learner": learner or "", "suite": spec.suite,
                         "setting": setting, "column": column}
-                if (ref := paper.get((setting, label, column))) is not None:
+                ref = paper.get((setting, label, column))
+                if ref is not None:
                     cell |= {"paper": ref.value, "paper_ci95": ref.ci95}
                 if learner in runs:
                     group = runs[learner]
@@ -86,21 +96,24 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                                  "median": summary.median, "over_10x_median": summary.over_10x_median,
                                  "profile": group.profile.iloc[0], "device": group.device.iloc[0],
                                  "seeds": ",".join(str(x) for x in sorted(group.seed)),
-                                 "command": group.command.iloc[0]}
+                                 "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0]}
+                        if ref is not None:
+                            cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better)
                 out.append(cell)
     frame = pd.DataFrame(out).reindex(columns=COLUMNS)
     return frame.astype({"n": "Int64", "over_10x_median": "Int64"})
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.3g}" if abs(x) < 100 else f"{x:.1f}"
+def _fmt(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.1f}"
 
 
 def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     """The wide, human view: "ours ± ci (paper)" per cell, a robust view, and the commands that made the cells."""
     def cell(r: pd.Series) -> str:
-        ours = "not run" if pd.isna(r["mean"]) else f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}"
-        return ours + ("" if pd.isna(r["paper"]) else f" ({_fmt(r['paper'])})")
+        ours = "not run" if pd.isna(r["mean"]) else f"{_fmt(r['mean'])} ± {_fmt(r['ci95'], 2)}"
+        paper = "" if pd.isna(r["paper"]) else f" ({_fmt(r['paper'])})"
+        return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}")
 
     def robust(r: pd.Series) -> str:
         return "" if pd.isna(r["mean"]) else f"{_fmt(r['median'])} / {r['over_10x_median']}"
@@ -111,7 +124,8 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     wide = wide.reindex(columns=order).reindex(pd.MultiIndex.from_frame(frame[index].drop_duplicates()))
     ran = frame.dropna(subset=["mean"])
     lines = [f"# {spec.title}", "",
-             f"Ours: {spec.metric}, mean ± 95% interval over test tasks; the paper's value in parentheses.", "",
+             f"Ours: {spec.metric}, mean ± 95% interval over test tasks; the paper's value in parentheses; "
+             "≈ the paper's value lies in our interval, ▲ ours is better, ▼ ours falls short of the paper.", "",
              tabulate(wide.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)]
     if len(ran):
         rob = ran.assign(cell=ran.apply(robust, axis=1)).pivot(index=index, columns="column", values="cell")
@@ -120,9 +134,10 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
                   "dominate a mean):", "",
                   tabulate(rob.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)]
         lines += ["", "Produced by:", ""]
-        for (learner, command, profile, seeds, device), _ in ran.groupby(
-                ["learner", "command", "profile", "seeds", "device"], sort=False):
-            lines.append(f"- {learner} ({profile} profile, seeds {seeds}, {device}): `{command}`")
+        for (learner, command, profile, seeds, device, commit), _ in ran.groupby(
+                ["learner", "command", "profile", "seeds", "device", "git_commit"], sort=False, dropna=False):
+            lines.append(f"- {learner} ({profile} profile, seeds {seeds}, {device}, commit {str(commit)[:12]}): "
+                         f"`{command}`")
     return "\n".join(lines) + "\n"
 
 

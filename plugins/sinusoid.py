@@ -28,6 +28,7 @@ class Sinusoid:
     name = "sinusoid"
     kind = "supervised"
     metric = "mse"
+    feature_names = ("amplitude", "phase")
     profiles = {
         "smoke": {**PAPER, "meta_iterations": 20, "eval_tasks": 20, "eval_steps": 2, "compile": False},
         "quick": {**PAPER, "meta_iterations": 8_000, "compile": False},

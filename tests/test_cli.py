@@ -93,6 +93,18 @@ def test_report_writes_table2_with_paper_values_and_marked_missing_cells(tmp_pat
     assert "not run (2.41)" in md and "python -m harness run" in md
 
 
+def test_tasks_lists_the_worst_test_tasks_with_their_parameters(tmp_path, capsys):
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["tasks", "--suite", "sinusoid", "--learner", "maml", "--shots", "5", "--step", "2",
+                 "--worst", "3", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "amplitude" in out and "over_10x_median" in out
+    assert len([l for l in out.splitlines() if l.startswith("|")]) == 2 + 3
+    assert main(["tasks", "--suite", "sinusoid", "--learner", "fomaml", "--shots", "5", "--step", "2",
+                 "--out", str(tmp_path)]) == 2
+
+
 BAD = [
     (["run", "--suite", "sinusoid", "--learners", "mam"], "unknown learner 'mam'"),
     (["run", "--suite", "sinus", "--learners", "maml"], "unknown suite 'sinus'"),
