@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -73,6 +74,9 @@ def prepare(spec: RunSpec, registry: Registry) -> PreparedRun:
     config = configuration.merge(configuration.RUNTIME_DEFAULTS, suite_cls.profiles[spec.profile],
                                  learner_cls.defaults, overrides=spec.overrides)
     configuration.validate_positive(config)
+    if config["compile"] and spec.device == "cpu" and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        raise UsageError("compile=true needs a C compiler for torch.compile on the CPU; install gcc, "
+                         "or add --set compile=false (eager: same numbers, several times slower)")
     if config["vectorize"] not in VECTORIZE:
         raise UsageError(f"vectorize={config['vectorize']!r}; choose one of {', '.join(VECTORIZE)}")
     if not learner_cls.applies_to(suite_cls):
