@@ -1,4 +1,6 @@
-"""`python -m harness run | report | tasks | list`. Bad input: one line on stderr naming the problem and the fix, exit 2."""
+"""`python -m harness run | report | tasks | list`.
+
+Bad input: one line on stderr naming the problem and the fix, exit status 2."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +16,7 @@ from harness import runner, tables
 from harness.config import parse_assignments
 from harness.errors import UsageError
 from harness.plugins import Registry, registry
-from harness.store import Store
+from harness.store import DB_NAME, Store
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_RESULTS = Path("results") / "tables"
@@ -93,10 +95,15 @@ def summary(store: Store, run_ids: list[str]) -> str:
     return tabulate(rows, headers="keys", tablefmt="github")
 
 
+def _require_store(out: Path) -> None:
+    if not (out / DB_NAME).exists():
+        raise UsageError(f"no results store at {out / DB_NAME}; run `python -m harness run` first or pass --out DIR")
+
+
 def cmd_report(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
-    store_path = args.out / "results.sqlite"
-    if not store_path.exists():
-        raise UsageError(f"no results store at {store_path}; run `python -m harness run` first or pass --out DIR")
+    if args.profile is not None and args.profile not in runner.PROFILES:
+        raise UsageError(f"unknown profile {args.profile!r}; choose one of {', '.join(runner.PROFILES)}")
+    _require_store(args.out)
     names = _names(args.tables, "tables") if args.tables else sorted(reg.tables)
     specs = [reg.tables[n].obj if n in reg.tables else _unknown_table(n, reg) for n in names]
     directory = _writable_dir(args.results, "--results")
@@ -112,8 +119,7 @@ def cmd_report(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
 def cmd_tasks(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
     from harness.diagnose import worst_tasks
 
-    if not (args.out / "results.sqlite").exists():
-        raise UsageError(f"no results store in {args.out}; run `python -m harness run` first or pass --out DIR")
+    _require_store(args.out)
     store = Store(args.out)
     table, summary = worst_tasks(store, reg, args.suite, args.learner, args.shots, args.step, args.worst, args.profile)
     print(tabulate(table.reset_index(), headers="keys", tablefmt="github", showindex=False, floatfmt=".3g"))

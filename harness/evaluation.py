@@ -16,7 +16,7 @@ def frozen_tasks(suite: Suite, split: str, n_tasks: int, shots: int, query: int)
     """Tasks 0..n_tasks-1 of `split`, task i drawn from a generator seeded by (suite, split, i) alone: the same for
     every learner, run and seed, and task i does not depend on `n_tasks`."""
     tasks = [suite.sample(split, 1, generator(suite.name, split, i), shots, query) for i in range(n_tasks)]
-    cat = lambda field: None if getattr(tasks[0], field) is None else torch.cat([getattr(t, field) for t in tasks])  # noqa: E731
+    cat = lambda field: None if getattr(tasks[0], field) is None else torch.cat([getattr(t, field) for t in tasks])
     return TaskBatch(*(cat(f) for f in ("support_x", "support_y", "query_x", "query_y", "features")))
 
 
@@ -33,12 +33,15 @@ class FewShotEvaluator:
 
     @classmethod
     def from_config(cls, config: Mapping, device: torch.device) -> FewShotEvaluator:
-        return cls(config["eval_tasks"], tuple(config["eval_shots"]), config["eval_steps"], config["eval_query"], device)
+        shots = tuple(config["eval_shots"])
+        return cls(config["eval_tasks"], shots, config["eval_steps"], config["eval_query"], device)
 
     def tasks(self, suite: Suite) -> TaskBatch:
         return frozen_tasks(suite, "test", self.n_tasks, max(self.shots), self.query).to(self.device)
 
-    def evaluate(self, suite: Suite, learner: Learner, state: Mapping[str, Tensor], progress: Progress) -> Iterator[Score]:
+    def evaluate(
+        self, suite: Suite, learner: Learner, state: Mapping[str, Tensor], progress: Progress
+    ) -> Iterator[Score]:
         tasks = self.tasks(suite)
         bar = progress(len(self.shots) * (self.steps + 1), "evaluate")
         for k in self.shots:

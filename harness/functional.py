@@ -120,8 +120,8 @@ def adapt_batch(
         yield batched
         for lr in lrs:
             if vectorize == "vmap":
-                step = vmap(lambda p, xi, yi: sgd_step(loss_fn, p, xi, yi, lr, adapt, True))
-                batched = step(batched, x, y)
+                batched = vmap(sgd_step, in_dims=(None, 0, 0, 0, None, None, None))(
+                    loss_fn, batched, x, y, lr, adapt, True)
             else:
                 per_task = [sgd_step(loss_fn, {k: v[i] for k, v in batched.items()}, x[i], y[i], lr, adapt, True)
                             for i in range(x.shape[0])]

@@ -1,4 +1,4 @@
-"""The contract between the core, suites and learners: three protocols and the data that flows between them.
+"""The contract between the core, suites and learners: the protocols and the data that flows between them.
 
 A suite owns the task distribution, the model and the loss; a learner owns meta-training and adaptation; an
 evaluator owns the frozen test protocol. They meet only here: no learner imports a suite, and the core imports
@@ -7,8 +7,8 @@ neither.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -41,8 +41,9 @@ class TaskBatch:
         return TaskBatch(self.support_x[:, :k], self.support_y[:, :k], self.query_x, self.query_y, self.features)
 
     def to(self, device: torch.device | str) -> TaskBatch:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return TaskBatch(*(move(t) for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.features)))
+        move = lambda t: None if t is None else t.to(device)
+        tensors = (self.support_x, self.support_y, self.query_x, self.query_y, self.features)
+        return TaskBatch(*(move(t) for t in tensors))
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,6 @@ class Score:
     value: float
 
 
-@runtime_checkable
 class Suite(Protocol):
     """A task distribution with its model, loss and test protocol.
 
@@ -107,7 +107,7 @@ class Learner(Protocol):
 
     @classmethod
     def applies_to(cls, suite: type[Suite]) -> bool:
-        """Whether this learner can run on suites of class `suite` (asking for an inapplicable pair is a usage error)."""
+        """Whether this learner can run on suites of class `suite` (an inapplicable pair is a usage error)."""
 
     def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
         """Meta-train and return the trained state: plain tensors, loadable with `torch.load(weights_only=True)`."""
@@ -119,7 +119,12 @@ class Learner(Protocol):
 class Evaluator(Protocol):
     """The fixed test protocol of a suite: identical test tasks for every learner and run."""
 
-    def evaluate(self, suite: Suite, learner: Learner, state: Mapping[str, Tensor], progress: Progress) -> Iterator[Score]:
+    def tasks(self, suite: Suite) -> TaskBatch:
+        """The frozen test tasks (a pure function of the suite and its config)."""
+
+    def evaluate(
+        self, suite: Suite, learner: Learner, state: Mapping[str, Tensor], progress: Progress
+    ) -> Iterator[Score]:
         """Score `learner` (with trained `state`) on every frozen test task, shot count and step."""
 
 
@@ -137,7 +142,7 @@ class TrainContext(Protocol):
     seed: int
 
     def generator(self, iteration: int, stream: str = "batch") -> torch.Generator:
-        """A generator for `iteration`'s draws, seeded by (run seed, stream, iteration) only: resuming changes nothing."""
+        """A generator for `iteration`'s draws, seeded by (run, stream, iteration) only: resuming changes nothing."""
 
     def iterations(self, start: int, total: int, desc: str = "meta-train") -> Iterator[int]:
         """Iterations `start..total-1` with a progress bar; checkpoints become due on the runner's schedule."""

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from harness import checkpoints, config as configuration
+from harness import checkpoints
+from harness import config as configuration
 from harness.errors import UsageError
 from harness.functional import VECTORIZE
 from harness.plugins import Registry

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.errors import UsageError
 from harness.protocols import Score
 
 SCHEMA = """
@@ -58,9 +59,14 @@ class Store:
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / DB_NAME
         self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        with self.db:
-            self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA foreign_keys = ON")
+            with self.db:
+                self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise UsageError(f"{self.path} is not a results store ({exc}); move it away or pass another --out") \
+                from None
 
     def close(self) -> None:
         self.db.close()

@@ -58,7 +58,7 @@ class MAML:
     def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:
         model = suite.make_model().to(tasks.support_x.device)
         model.load_state_dict(state)
-        forward = lambda p, x: functional_call(model, p, (x,))  # noqa: E731
+        forward = lambda p, x: functional_call(model, p, (x,))
         vectorize = resolve_vectorize(self.config["vectorize"], model, tasks.support_x.device)
         for params in adapt_batch(task_loss(model, suite.loss), dict(model.named_parameters()), tasks.support_x,
                                   tasks.support_y, step_sizes(self.config["inner_lr"], steps), vectorize=vectorize):

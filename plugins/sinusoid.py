@@ -52,7 +52,7 @@ class Sinusoid:
 
     def sample(self, split: str, n_tasks: int, generator: torch.Generator, shots: int, query: int) -> TaskBatch:
         """The splits share one task distribution (it is continuous); they differ only in their generators."""
-        uniform = lambda lo_hi, *shape: torch.rand(*shape, generator=generator) * (lo_hi[1] - lo_hi[0]) + lo_hi[0]  # noqa: E731
+        uniform = lambda lo_hi, *shape: torch.rand(*shape, generator=generator) * (lo_hi[1] - lo_hi[0]) + lo_hi[0]
         amplitude = uniform(self.amplitude, n_tasks, 1, 1)
         phase = uniform(self.phase, n_tasks, 1, 1)
         x = uniform(self.x_range, n_tasks, shots + query, 1)

@@ -10,8 +10,8 @@ from harness.cli import main
 from harness.plugins import registry
 
 REG = registry()
-PAIRS = [(s, l) for s in sorted(REG.suites) for l in sorted(REG.learners)
-         if REG.learners[l].obj.applies_to(REG.suites[s].obj)]
+PAIRS = [(s, name) for s in sorted(REG.suites) for name in sorted(REG.learners)
+         if REG.learners[name].obj.applies_to(REG.suites[s].obj)]
 
 
 def scores(out):
@@ -100,7 +100,7 @@ def test_tasks_lists_the_worst_test_tasks_with_their_parameters(tmp_path, capsys
                  "--worst", "3", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "amplitude" in out and "over_10x_median" in out
-    assert len([l for l in out.splitlines() if l.startswith("|")]) == 2 + 3
+    assert len([row for row in out.splitlines() if row.startswith("|")]) == 2 + 3
     assert main(["tasks", "--suite", "sinusoid", "--learner", "fomaml", "--shots", "5", "--step", "2",
                  "--out", str(tmp_path)]) == 2
 
@@ -121,6 +121,7 @@ BAD = [
     (["run", "--suite", "sinusoid", "--learners", "maml", "--device", "tpu"], "unknown device"),
     (["run", "--learners", "maml"], "--suite"),
     (["report", "--tables", "table99"], "no results store"),
+    (["report", "--profile", "huge"], "unknown profile 'huge'"),
     (["fly"], "invalid choice"),
 ]
 
@@ -132,6 +133,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_results_store_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "results.sqlite").write_bytes(b"not a database at all" * 100)
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path)]) == 2
+    assert "is not a results store" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]
 
 
 def test_output_path_that_is_a_file_is_rejected(tmp_path, capsys):

@@ -69,8 +69,8 @@ def test_first_order_gradient_is_the_query_gradient_at_adapted_parameters(proble
 def test_adapting_a_subset_changes_only_that_subset(problem, vectorize):
     loss_fn, params, data = problem
     subset = ["4.weight", "4.bias"]
-    loss, grads = meta_gradient(loss_fn, [0.1, 0.1], adapt=subset, vectorize=vectorize)(params, *data)
-    ref_loss, ref_grads = reference(loss_fn, params, data, [0.1, 0.1], adapt=subset)
+    _, grads = meta_gradient(loss_fn, [0.1, 0.1], adapt=subset, vectorize=vectorize)(params, *data)
+    _, ref_grads = reference(loss_fn, params, data, [0.1, 0.1], adapt=subset)
     assert max_error(grads, ref_grads) < 1e-5
     adapted = sgd_step(loss_fn, params, data[0][0], data[1][0], 0.1, adapt=subset)
     assert all(adapted[k] is params[k] for k in params if k not in subset)

@@ -3,7 +3,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -73,7 +72,7 @@ def site(tmp_path):
 def test_third_party_learner_is_listed_and_runs(site, tmp_path):
     listed = harness(site, "list", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    line = next(l for l in listed.stdout.splitlines() if "plain-sgd" in l)
+    line = next(row for row in listed.stdout.splitlines() if "plain-sgd" in row)
     assert "tiny-plugin" in line and "sinusoid" in line
     ran = harness(site, "run", "--suite", "sinusoid", "--learners", "plain-sgd", "--profile", "smoke",
                   "--out", str(tmp_path / "out"), "--set", "plain_lr=0.05", cwd=tmp_path)
