@@ -15,7 +15,7 @@ from harness.stats import summarize
 from harness.store import Store
 
 COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci95", "n", "median", "over_10x_median",
-           "paper", "paper_ci95", "vs_paper", "profile", "seeds", "device", "command", "git_commit"]
+           "paper", "paper_ci95", "vs_paper", "profile", "seeds", "device", "train_seconds", "command", "git_commit"]
 MARKS = {"within ci": "≈", "better": "▲", "short": "▼"}
 PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
 
@@ -96,6 +96,7 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                                  "median": summary.median, "over_10x_median": summary.over_10x_median,
                                  "profile": group.profile.iloc[0], "device": group.device.iloc[0],
                                  "seeds": ",".join(str(x) for x in sorted(group.seed)),
+                                 "train_seconds": group.train_seconds.mean(),
                                  "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0]}
                         if ref is not None:
                             cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better)
@@ -134,10 +135,12 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
                   "dominate a mean):", "",
                   tabulate(rob.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)]
         lines += ["", "Produced by:", ""]
-        for (learner, command, profile, seeds, device, commit), _ in ran.groupby(
-                ["learner", "command", "profile", "seeds", "device", "git_commit"], sort=False, dropna=False):
-            lines.append(f"- {learner} ({profile} profile, seeds {seeds}, {device}, commit {str(commit)[:12]}): "
-                         f"`{command}`")
+        keys = ["learner", "command", "profile", "seeds", "device", "git_commit", "train_seconds"]
+        for values, _ in ran.groupby(keys, sort=False, dropna=False):
+            run = dict(zip(keys, values))
+            trained = "" if pd.isna(run["train_seconds"]) else f", meta-trained in {run['train_seconds']:.0f} s"
+            where = f"{run['profile']} profile, seeds {run['seeds']}, {run['device']}{trained}"
+            lines.append(f"- {run['learner']} ({where}, commit {str(run['git_commit'])[:12]}): `{run['command']}`")
     return "\n".join(lines) + "\n"
 
 
