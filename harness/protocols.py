@@ -142,7 +142,8 @@ class TrainContext(Protocol):
     seed: int
 
     def generator(self, iteration: int, stream: str = "batch") -> torch.Generator:
-        """A generator for `iteration`'s draws, seeded by (run, stream, iteration) only: resuming changes nothing."""
+        """A generator for `iteration`'s draws, seeded by (suite, seed, stream, iteration) only: resuming changes
+        nothing, and every learner run with the same seed sees the same training tasks."""
 
     def iterations(self, start: int, total: int, desc: str = "meta-train") -> Iterator[int]:
         """Iterations `start..total-1` with a progress bar; checkpoints become due on the runner's schedule."""

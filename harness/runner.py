@@ -126,7 +126,7 @@ class RunContext:
         self.config = prepared.config
         self.device = torch.device(prepared.spec.device)
         self.seed = prepared.spec.seed
-        self._identity = (prepared.spec.suite, prepared.spec.learner, prepared.spec.seed)
+        self._identity = (prepared.spec.suite, prepared.spec.seed)  # shared by learners: common random numbers
         self._path = run_dir / checkpoints.TRAIN
         self._progress = progress
         self._bar: Any = None
@@ -174,7 +174,8 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
         state = checkpoints.load_tensors(run_dir / checkpoints.MODEL)
         train_seconds = None
         if state is None:
-            torch.manual_seed(derive_seed(spec.suite, spec.learner, spec.seed, "init"))
+            # same seed, same initial weights and training tasks for every learner: comparisons are paired
+            torch.manual_seed(derive_seed(spec.suite, spec.seed, "init"))
             started = time.perf_counter()
             state = prepared.learner.meta_train(prepared.suite, RunContext(prepared, run_dir, progress))
             train_seconds = time.perf_counter() - started
