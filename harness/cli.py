@@ -88,8 +88,7 @@ def summary(store: Store, run_ids: list[str]) -> str:
         cells = {}
         for step, s in group.groupby("step"):
             if step in (0, 1, 5, 10):
-                res = summarize(s.value.to_numpy())
-                cells[f"{step} steps"] = f"{res.mean:.3g} ± {res.ci95:.2g}"
+                cells[f"{step} steps"] = summarize(s.value.to_numpy()).describe()
         rows.append({"learner": runs.learner[run_id], "seed": runs.seed[run_id], "shots": shots, "metric": metric,
                      **cells})
     return tabulate(rows, headers="keys", tablefmt="github")

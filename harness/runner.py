@@ -32,6 +32,7 @@ from harness.seeding import derive_seed, generator
 from harness.store import RunRecord, Store
 
 PROFILES = ("smoke", "quick", "paper")
+TRAIN_SECONDS = "harness_train_seconds"  # the runner's own entry in a learner's training checkpoint
 
 
 class Diverged(RuntimeError):
@@ -130,6 +131,12 @@ class RunContext:
         self._path = run_dir / checkpoints.TRAIN
         self._progress = progress
         self._bar: Any = None
+        self._started = time.perf_counter()
+        self._earlier_seconds = 0.0  # meta-training time spent before the checkpoint this run resumed from
+
+    def train_seconds(self) -> float:
+        """Wall time of meta-training so far, across interruptions."""
+        return self._earlier_seconds + time.perf_counter() - self._started
 
     def generator(self, iteration: int, stream: str = "batch") -> torch.Generator:
         return generator(*self._identity, stream, iteration)
@@ -155,10 +162,14 @@ class RunContext:
         return (iteration + 1) % self.config["checkpoint_every"] == 0
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        checkpoints.save_tensors(self._path, state)
+        checkpoints.save_tensors(self._path, {**state, TRAIN_SECONDS: self.train_seconds()})
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        return checkpoints.load_tensors(self._path)
+        state = checkpoints.load_tensors(self._path)
+        if state is not None:
+            self._earlier_seconds = state.pop(TRAIN_SECONDS, 0.0)
+            self._started = time.perf_counter()
+        return state
 
 
 def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, progress: Progress) -> str:
@@ -172,21 +183,20 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
     torch.set_num_threads(prepared.config["threads"])
     try:
         state = checkpoints.load_tensors(run_dir / checkpoints.MODEL)
-        train_seconds = None
         if state is None:
             # same seed, same initial weights and training tasks for every learner: comparisons are paired
             torch.manual_seed(derive_seed(spec.suite, spec.seed, "init"))
-            started = time.perf_counter()
-            state = prepared.learner.meta_train(prepared.suite, RunContext(prepared, run_dir, progress))
-            train_seconds = time.perf_counter() - started
+            ctx = RunContext(prepared, run_dir, progress)
+            state = prepared.learner.meta_train(prepared.suite, ctx)
             checkpoints.save_model(run_dir, state, {**prepared.config, "suite": spec.suite, "learner": spec.learner,
                                                     "profile": spec.profile, "seed": spec.seed})
+            store.trained(prepared.run_id, ctx.train_seconds())
         evaluator = prepared.suite.evaluator(torch.device(spec.device))
         scores = list(evaluator.evaluate(prepared.suite, prepared.learner, state, progress))
     except Exception as exc:
         store.fail(prepared.run_id, f"{type(exc).__name__}: {exc}")
         raise
-    store.finish(prepared.run_id, scores, train_seconds)
+    store.finish(prepared.run_id, scores)
     (run_dir / checkpoints.TRAIN).unlink(missing_ok=True)
     return "done"
 

@@ -1,4 +1,7 @@
-"""Summaries over test tasks: mean with its 95% interval, and the robust view (median, tasks far above it)."""
+"""Summaries over test tasks: mean with its 95% interval, and the robust view (median, tasks far above it).
+
+Metrics summarised here are errors (lower is better). A task whose adapted model diverged scores NaN or +inf; it
+counts as +inf (worse than any finite error), so the mean becomes infinite: it is reported, never dropped."""
 from __future__ import annotations
 
 import math
@@ -18,15 +21,34 @@ class Summary:
     n: int
     median: float
     over_10x_median: int  # tasks whose value exceeds 10 x the median: the few that can dominate a mean
+    diverged: int  # tasks whose value is not finite
+
+    def describe(self) -> str:
+        return describe(self.mean, self.ci95, self.n, self.diverged)
+
+
+def describe(mean: float, ci95: float, n: int, diverged: int) -> str:
+    """"mean ± ci", or how many tasks diverged when the mean is infinite."""
+    if diverged:
+        return f"∞ ({diverged} of {n} tasks diverged)"
+    return f"{fmt(mean)} ± {fmt(ci95, 2)}"
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    """A number for a table: `digits` significant digits, one decimal from 100 on."""
+    return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.1f}"
 
 
 def summarize(values: np.ndarray) -> Summary:
-    """Mean, 95% interval half-width, median and outlier count of per-task values."""
+    """Mean, 95% interval half-width, median and outlier count of per-task values (NaN counts as +inf)."""
     values = np.asarray(values, dtype=float)
+    values = np.where(np.isnan(values), np.inf, values)
     n = len(values)
     if n == 0:
         raise ValueError("no values to summarize")
-    sd = values.std(ddof=1) if n > 1 else math.nan
+    diverged = int((~np.isfinite(values)).sum())
+    sd = (values.std(ddof=1) if not diverged else math.inf) if n > 1 else math.nan
     z = 1.959963984540054 if n >= NORMAL_FROM else (stats.t.ppf(0.975, n - 1) if n > 1 else math.nan)
     median = float(np.median(values))
-    return Summary(float(values.mean()), float(z * sd / math.sqrt(n)), n, median, int((values > 10 * median).sum()))
+    return Summary(float(values.mean()), float(z * sd / math.sqrt(n)), n, median, int((values > 10 * median).sum()),
+                   diverged)

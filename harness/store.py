@@ -2,7 +2,8 @@
 
 `runs` holds one row per run (suite x learner x profile x seed x config) with everything needed to reproduce it;
 `scores` one row per run x test task x shots x step x metric. A run's scores and its `done` status are written in
-the same transaction, so a run is either complete in the store or not done at all.
+the same transaction, so a run is either complete in the store or not done at all. A score is kept whatever its
+value: an infinite one is stored as such, and NaN (a task whose adapted model diverged) as NULL.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS scores (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
-    task INTEGER NOT NULL, shots INTEGER NOT NULL, step INTEGER NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
+    task INTEGER NOT NULL, shots INTEGER NOT NULL, step INTEGER NOT NULL, metric TEXT NOT NULL,
+    value REAL,  -- NULL: NaN
     PRIMARY KEY (run_id, task, shots, step, metric)
 ) WITHOUT ROWID;
 """
@@ -76,24 +78,31 @@ class Store:
         return row[0] if row else None
 
     def begin(self, run: RunRecord) -> None:
-        """Record `run` as running (a rerun of an unfinished run refreshes its record and keeps its identity)."""
+        """Record `run` as running; a rerun of an unfinished run refreshes its versions, commit and command and keeps
+        its meta-training time (its trained model may already be saved)."""
         with self.db:
             self.db.execute(
-                "INSERT OR REPLACE INTO runs (run_id, suite, learner, profile, seed, device, config, versions,"
-                " git_commit, command, status, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                "INSERT INTO runs (run_id, suite, learner, profile, seed, device, config, versions,"
+                " git_commit, command, status, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET versions = excluded.versions, git_commit = excluded.git_commit,"
+                " command = excluded.command, status = 'running', error = NULL, started = excluded.started",
                 (run.run_id, run.suite, run.learner, run.profile, run.seed, run.device,
                  json.dumps(run.config, sort_keys=True), json.dumps(run.versions, sort_keys=True),
                  run.git_commit, run.command, time.time()),
             )
 
-    def finish(self, run_id: str, scores: Iterable[Score], train_seconds: float | None) -> None:
+    def trained(self, run_id: str, seconds: float) -> None:
+        """Record that meta-training of `run_id` finished after `seconds` of wall time (across interruptions)."""
+        with self.db:
+            self.db.execute("UPDATE runs SET train_seconds = ? WHERE run_id = ?", (seconds, run_id))
+
+    def finish(self, run_id: str, scores: Iterable[Score]) -> None:
         """Write all scores of `run_id` and mark it done, in one transaction."""
         rows = [(run_id, s.task, s.shots, s.step, s.metric, s.value) for s in scores]
         with self.db:
             self.db.execute("DELETE FROM scores WHERE run_id = ?", (run_id,))
             self.db.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self.db.execute("UPDATE runs SET status = 'done', finished = ?, train_seconds = ? WHERE run_id = ?",
-                            (time.time(), train_seconds, run_id))
+            self.db.execute("UPDATE runs SET status = 'done', finished = ? WHERE run_id = ?", (time.time(), run_id))
 
     def fail(self, run_id: str, error: str) -> None:
         with self.db:

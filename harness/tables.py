@@ -2,6 +2,7 @@
 paper's value beside ours. A cell without a run keeps an empty `mean`: it is marked, never invented."""
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,11 +12,12 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from harness.stats import summarize
+from harness.stats import describe, fmt, summarize
 from harness.store import Store
 
 COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci95", "n", "median", "over_10x_median",
-           "paper", "paper_ci95", "vs_paper", "profile", "seeds", "device", "train_seconds", "command", "git_commit"]
+           "diverged", "paper", "paper_ci95", "vs_paper", "profile", "seeds", "device", "train_seconds", "command",
+           "git_commit"]
 MARKS = {"within ci": "≈", "better": "▲", "short": "▼"}
 PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
 
@@ -50,6 +52,8 @@ class TableSpec:
 
 def versus_paper(mean: float, ci95: float, paper: float, lower_is_better: bool) -> str:
     """"within ci" when the paper's value lies in our 95% interval, else "better" or "short" (of the paper)."""
+    if not math.isfinite(mean):
+        return "short"
     if abs(mean - paper) <= ci95:
         return "within ci"
     return "better" if (mean < paper) == lower_is_better else "short"
@@ -90,10 +94,12 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                     s = scores[scores.run_id.isin(group.run_id) & (scores.shots == shots) & (scores.step == step)
                                & (scores.metric == spec.metric)]
                     if len(s):
-                        per_task = s.groupby("task").value.mean().to_numpy()  # pooled over seeds per test task
+                        # pooled over seeds per test task; a diverged (NaN) score counts as +inf, never dropped
+                        per_task = s.value.fillna(np.inf).groupby(s.task).mean().to_numpy()
                         summary = summarize(per_task)
                         cell |= {"mean": summary.mean, "ci95": summary.ci95, "n": summary.n,
                                  "median": summary.median, "over_10x_median": summary.over_10x_median,
+                                 "diverged": summary.diverged,
                                  "profile": group.profile.iloc[0], "device": group.device.iloc[0],
                                  "seeds": ",".join(str(x) for x in sorted(group.seed)),
                                  "train_seconds": group.train_seconds.mean(),
@@ -102,22 +108,18 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                             cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better)
                 out.append(cell)
     frame = pd.DataFrame(out).reindex(columns=COLUMNS)
-    return frame.astype({"n": "Int64", "over_10x_median": "Int64"})
-
-
-def _fmt(x: float, digits: int = 3) -> str:
-    return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.1f}"
+    return frame.astype({"n": "Int64", "over_10x_median": "Int64", "diverged": "Int64"})
 
 
 def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     """The wide, human view: "ours ± ci (paper)" per cell, a robust view, and the commands that made the cells."""
     def cell(r: pd.Series) -> str:
-        ours = "not run" if pd.isna(r["mean"]) else f"{_fmt(r['mean'])} ± {_fmt(r['ci95'], 2)}"
-        paper = "" if pd.isna(r["paper"]) else f" ({_fmt(r['paper'])})"
+        ours = "not run" if pd.isna(r["mean"]) else describe(r["mean"], r["ci95"], r["n"], r["diverged"])
+        paper = "" if pd.isna(r["paper"]) else f" ({fmt(r['paper'])})"
         return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}")
 
     def robust(r: pd.Series) -> str:
-        return "" if pd.isna(r["mean"]) else f"{_fmt(r['median'])} / {r['over_10x_median']}"
+        return "" if pd.isna(r["mean"]) else f"{fmt(r['median'])} / {r['over_10x_median']}"
 
     index = ["setting", "row"]
     order = list(spec.columns)

@@ -56,7 +56,8 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, 
     monkeypatch.setattr(runner.RunContext, "log", interrupt)
     assert main([*args, "--out", str(tmp_path / "cut")]) == 130
     (run_dir,) = [p for p in (tmp_path / "cut").iterdir() if p.is_dir()]
-    assert torch.load(run_dir / "train-checkpoint.pt", weights_only=True)["iteration"] == 9
+    checkpoint = torch.load(run_dir / "train-checkpoint.pt", weights_only=True)
+    assert checkpoint["iteration"] == 9 and checkpoint["harness_train_seconds"] > 0
     monkeypatch.setattr(runner.RunContext, "log", log)
     seen = []
     monkeypatch.setattr(runner.RunContext, "iterations",
@@ -64,6 +65,9 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, 
     assert main([*args, "--out", str(tmp_path / "cut")]) == 0
     assert seen == [10]
     assert scores(tmp_path / "whole") == scores(tmp_path / "cut")
+    db = sqlite3.connect(tmp_path / "cut" / "results.sqlite")
+    (status, seconds), = db.execute("SELECT status, train_seconds FROM runs")
+    assert status == "done" and seconds >= checkpoint["harness_train_seconds"]
 
 
 def test_diverging_run_is_marked_failed(tmp_path, capsys):

@@ -1,4 +1,6 @@
 """The runner's guarantees, with learners defined in the test and a registry built by hand."""
+import math
+
 import torch
 
 from harness import runner
@@ -47,3 +49,47 @@ def test_learners_with_the_same_seed_share_initial_weights_and_training_tasks(tm
     assert torch.equal(FIRST_BATCH["a", 0], FIRST_BATCH["b", 0])
     assert not torch.equal(initial["a", 0]["0.weight"], initial["a", 1]["0.weight"])
     assert not torch.equal(FIRST_BATCH["a", 0], FIRST_BATCH["a", 1])
+
+
+class Exploding:
+    """A learner whose adaptation blows up after the first step: its scores must be kept, not dropped."""
+
+    name = "exploding"
+    description = "diverges at test time"
+    defaults = {}
+
+    def __init__(self, config):
+        self.config = config
+
+    @classmethod
+    def applies_to(cls, suite):
+        return True
+
+    def meta_train(self, suite, ctx):
+        return suite.make_model().state_dict()
+
+    def adapt(self, suite, state, tasks, steps):
+        from torch.func import functional_call
+
+        from harness.protocols import Adapted
+        model = suite.make_model()
+        for step in range(steps + 1):
+            scale = 1.0 if step == 0 else (float("inf") if step == 1 else float("nan"))
+            params = {k: (v * scale).expand(len(tasks), *v.shape) for k, v in state.items()}
+            yield Adapted(lambda p, x: functional_call(model, p, (x,)), params)
+
+
+def test_diverged_test_tasks_are_stored_and_reported(tmp_path):
+    from harness.tables import TableSpec, build
+
+    reg = Registry(learners={"exploding": Provided("exploding", Exploding, "test")},
+                   suites={"sinusoid": Provided("sinusoid", Sinusoid, "test")})
+    store = Store(tmp_path)
+    prepared = runner.prepare(runner.RunSpec("sinusoid", "exploding", "smoke"), reg)
+    assert runner.execute(prepared, store, tmp_path, "test", runner.tqdm_progress(False)) == "done"
+    values = store.scores([prepared.run_id]).set_index(["shots", "step"]).value
+    assert values.loc[5, 0].notna().all() and values.loc[5, 2].isna().all()
+    spec = TableSpec("t", "t", "sinusoid", "mse", {"5-shot": 5}, {"0 steps": 0, "2 steps": 2}, {"ours": "exploding"})
+    table = build(spec, store).set_index("column")
+    assert table.loc["0 steps", "diverged"] == 0 and table.loc["2 steps", "diverged"] == 20
+    assert math.isinf(table.loc["2 steps", "mean"])
