@@ -3,6 +3,7 @@ parameters where the suite has them, and whether further steps helped or hurt th
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import torch
@@ -22,7 +23,7 @@ def worst_tasks(store: Store, reg: Registry, suite: str, learner: str, shots: in
         raise UsageError(f"no finished run of {learner} on {suite}; run it first (`python -m harness run`)")
     run = runs.iloc[-1]
     scores = store.scores([run.run_id])
-    scores = scores[scores.shots == shots]
+    scores = scores[scores.shots == shots].assign(value=lambda f: f.value.fillna(math.inf))  # NaN: diverged
     if step not in set(scores.step) or 1 not in set(scores.step):
         raise UsageError(f"no scores at {shots} shots and step {step}; "
                          f"stored shots: {sorted(set(store.scores([run.run_id]).shots))}")
@@ -30,7 +31,8 @@ def worst_tasks(store: Store, reg: Registry, suite: str, learner: str, shots: in
     at = wide[step]
     over = at > 10 * at.median()
     summary = {"median": float(at.median()), "mean": float(at.mean()), "over_10x_median": int(over.sum()),
-               "share_of_total": float(at[over].sum() / at.sum()), "worse_than_step_1": int((at > wide[1]).sum())}
+               "share_of_total": float(at[over].sum() / at.sum()), "worse_than_step_1": int((at > wide[1]).sum()),
+               "diverged": int((~at.map(math.isfinite)).sum())}
     table = pd.DataFrame({"step 1": wide[1], f"step {step}": at})
     suite_obj = reg.suite(suite)(json.loads(run.config))
     tasks = suite_obj.evaluator(torch.device("cpu")).tasks(suite_obj)

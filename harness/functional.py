@@ -111,19 +111,21 @@ def meta_gradient(
 
 def adapt_batch(
     loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, lrs: Sequence[float],
-    adapt: Collection[str] | None = None, vectorize: str = "vmap",
+    adapt: Collection[str] | None = None, vectorize: str = "vmap", per_task: Params | None = None,
 ) -> Iterator[Params]:
     """Adapt shared `params` to every task of (x, y) (task dimension 0) and yield the per-task parameters after
-    0, 1, ..., len(lrs) steps. For evaluation: no graph to the shared parameters is kept."""
+    0, 1, ..., len(lrs) steps. `per_task` adds entries that differ between tasks and are never adapted (e.g. each
+    task's true parameters for an oracle). For evaluation: no graph to the shared parameters is kept."""
+    adapt = list(params) if adapt is None else adapt
     with torch.no_grad():
-        batched = {k: v.detach().expand(x.shape[0], *v.shape) for k, v in params.items()}
+        batched = {k: v.detach().expand(x.shape[0], *v.shape) for k, v in params.items()} | (per_task or {})
         yield batched
         for lr in lrs:
             if vectorize == "vmap":
                 batched = vmap(sgd_step, in_dims=(None, 0, 0, 0, None, None, None))(
                     loss_fn, batched, x, y, lr, adapt, True)
             else:
-                per_task = [sgd_step(loss_fn, {k: v[i] for k, v in batched.items()}, x[i], y[i], lr, adapt, True)
-                            for i in range(x.shape[0])]
-                batched = {k: torch.stack([p[k] for p in per_task]) for k in batched}
+                per_task_steps = [sgd_step(loss_fn, {k: v[i] for k, v in batched.items()}, x[i], y[i], lr, adapt, True)
+                                  for i in range(x.shape[0])]
+                batched = {k: torch.stack([p[k] for p in per_task_steps]) for k in batched}
             yield batched

@@ -1,0 +1,67 @@
+"""Fine-tuning at test time with a step size tuned on validation tasks: what the non-meta-learned baselines do.
+
+Tuning is part of meta-training: for each shot count of the test protocol, every step size of a grid fine-tunes the
+trained model on frozen validation tasks (split "val", never the test tasks), and the one with the lowest validation
+error, averaged over steps 1..`eval_steps`, is kept with the trained state.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torch.func import vmap
+
+from harness.evaluation import frozen_tasks
+from harness.functional import LossFn, adapt_batch
+from harness.protocols import Forward, Params, Suite
+
+STEP_SIZES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5)
+"""The default grid of step sizes to tune over."""
+
+
+def validation_error(
+    suite: Suite, loss_fn: LossFn, forward: Forward, params: Params, support_x: Tensor, support_y: Tensor,
+    query_x: Tensor, query_y: Tensor, lr: float, steps: int, adapt: Sequence[str] | None = None,
+    per_task: Params | None = None,
+) -> float:
+    """Mean error over tasks and steps 1..`steps` of fine-tuning with step size `lr` (+inf if it diverges)."""
+    errors = []
+    for step, adapted in enumerate(adapt_batch(loss_fn, params, support_x, support_y, [lr] * steps, adapt=adapt,
+                                               per_task=per_task)):
+        if step:
+            with torch.no_grad():
+                errors.append(suite.score(vmap(forward)(adapted, query_x), query_y).mean().item())
+    mean = sum(errors) / len(errors)
+    return mean if math.isfinite(mean) else math.inf
+
+
+def tune_step_sizes(
+    suite: Suite, config: Mapping, loss_fn: LossFn, forward: Forward, params: Params,
+    adapt: Sequence[str] | None = None, features: bool = False, grid: Sequence[float] = STEP_SIZES,
+) -> dict[int, dict[float, float]]:
+    """For each shot count of `config["eval_shots"]`: the validation error of every step size of `grid`.
+
+    With `features`, each task's features are passed to the model as the per-task parameter "task_features"."""
+    shots = list(config["eval_shots"])
+    device = next(iter(params.values())).device
+    tasks = frozen_tasks(suite, "val", config["val_tasks"], max(shots), config["eval_query"]).to(device)
+    per_task = {"task_features": tasks.features} if features else None
+    return {k: {lr: validation_error(suite, loss_fn, forward, params, tasks.support_x[:, :k], tasks.support_y[:, :k],
+                                     tasks.query_x, tasks.query_y, lr, config["eval_steps"], adapt, per_task)
+                for lr in grid}
+            for k in shots}
+
+
+def best_step_sizes(errors: Mapping[int, Mapping[float, float]]) -> Tensor:
+    """[[shots, step size], ...] of the lowest validation error per shot count: a plain tensor for a state_dict."""
+    return torch.tensor([[k, min(by_lr, key=by_lr.get)] for k, by_lr in errors.items()], dtype=torch.float64)
+
+
+def step_size_for(table: Tensor, shots: int) -> float:
+    """The tuned step size for `shots` from a `best_step_sizes` table."""
+    for k, lr in table.tolist():
+        if int(k) == shots:
+            return lr
+    raise ValueError(f"no step size tuned for {shots} shots (tuned for {[int(k) for k in table[:, 0].tolist()]})")
