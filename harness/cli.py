@@ -111,8 +111,19 @@ def cmd_report(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
         csv, md = tables.write(spec, store, directory, args.profile)
         print(md.read_text())
         print(f"wrote {csv} and {md}", file=sys.stderr)
+    _write_figures(args, reg, store)
     store.close()
     return 0
+
+
+def _write_figures(args: argparse.Namespace, reg: Registry, store: Store) -> None:
+    """Draw every installed figure into --figures (default: `figures` beside --results); one line on stderr per
+    figure, written or not."""
+    directory = _writable_dir(args.figures or args.results.parent / "figures", "--figures")
+    for name, provided in sorted(reg.figures.items()):
+        path = provided.obj.make(store, args.out, reg, directory, args.profile)
+        done = f"wrote {path}" if path else f"{name}: no finished runs of {provided.obj.suite} to draw; not written"
+        print(done, file=sys.stderr)
 
 
 def cmd_tasks(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
@@ -128,6 +139,62 @@ def cmd_tasks(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
     return 0
 
 
+def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    """Run the learners (seed 0, CPU) and compare their per-task scores with the reference, or record them there
+    with --update. Exit 1 when a cell is significantly and practically worse, or a run failed."""
+    from harness import regression
+
+    suite = reg.suite(args.suite)
+    learners = (_names(args.learners, "learners") if args.learners is not None
+                else [name for name, p in sorted(reg.learners.items()) if p.obj.applies_to(suite)])
+    if not learners:
+        raise UsageError(f"no installed learner applies to suite {args.suite}; see `python -m harness list`")
+    prepared = runner.plan([runner.RunSpec(args.suite, learner, args.profile) for learner in learners], reg)
+    path = regression.reference_path(args.reference, args.suite, args.profile)
+    if args.update:
+        _writable_dir(args.reference, "--reference")
+    reference = regression.load_reference(path, missing_ok=args.update)
+    out = _writable_dir(args.out, "--out")
+    store = Store(out)
+    progress = runner.tqdm_progress()
+    command = tables.command_line(argv)
+    failed = []
+    for run in prepared:
+        try:
+            print(f"{run.run_id}: {runner.execute(run, store, out, command, progress)}", file=sys.stderr)
+        except Exception as exc:  # recorded as failed in the store; the other runs go on
+            failed.append(run.spec.learner)
+            print(f"{run.run_id}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    learner_of = {run.run_id: run.spec.learner for run in prepared}
+    scores = store.scores(learner_of)
+    store.close()
+    new = regression.reduce(scores.assign(learner=scores.run_id.map(learner_of)))
+    if args.update:
+        if failed:
+            print(f"check failed: run failed: {', '.join(failed)}; reference not written", file=sys.stderr)
+            return 1
+        regression.write_reference(path, regression.replace_learners(reference, new))
+        print(f"wrote the reference of {', '.join(learners)} to {path}", file=sys.stderr)
+        return 0
+    result = regression.compare(reference, new)
+    shown = result.astype(object).where(result.notna(), None)
+    print(tabulate(shown, headers=["learner", "metric", "shots", "step", "tasks", "reference mean", "new mean",
+                                   "mean difference", "p (Bonferroni)", "verdict"],
+                   tablefmt="github", showindex=False, missingval="", floatfmt=("", "", "", "", "", ".4g", ".4g",
+                                                                                ".3g", ".2g", "")))
+    print(f"worse (better): one-sided Wilcoxon signed-rank p < {regression.ALPHA} after Bonferroni over "
+          f"{(result.verdict != 'no reference').sum()} cells, and the mean (the median where a task diverged) worse "
+          f"(better) by more than {regression.RELATIVE_TOLERANCE:.0%}")
+    if untested := sorted(set(result.learner[result.verdict == "no reference"])):
+        print(f"no reference for {', '.join(untested)} in {path}; record it with: {command} --update", file=sys.stderr)
+    worse = sorted(set(result.learner[result.verdict == "worse"]))
+    problems = ([f"worse than the reference: {', '.join(worse)}"] if worse else []) + \
+        ([f"run failed: {', '.join(failed)}"] if failed else [])
+    if problems:
+        print(f"check failed: {'; '.join(problems)}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def _unknown_table(name: str, reg: Registry) -> NoReturn:
     raise UsageError(f"unknown table {name!r}; known tables: {', '.join(sorted(reg.tables))}")
 
@@ -141,6 +208,8 @@ def cmd_list(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> in
                      p.obj.description])
     for name, p in sorted(reg.tables.items()):
         rows.append(["table", name, p.dist, "suite: " + p.obj.suite, p.obj.title])
+    for name, p in sorted(reg.figures.items()):
+        rows.append(["figure", name, p.dist, "suite: " + p.obj.suite, p.obj.title])
     print(tabulate(rows, headers=["kind", "name", "plugin", "scope", "description"],
                    tablefmt="github"))
     for failure in reg.failures:
@@ -165,9 +234,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(fn=cmd_run)
-    report = sub.add_parser("report", help="write the tables (CSV + Markdown) from the results store")
+    report = sub.add_parser("report", help="write the tables (CSV + Markdown) and figures (PNG) from the results store")
     report.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
     report.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where tables are written")
+    report.add_argument("--figures", type=Path, default=None,
+                        help="where figures (PNG) are written (default: figures/ beside --results: results/figures)")
     report.add_argument("--tables", default="", help="comma-separated table names (default: all)")
     report.add_argument("--profile", default=None, help="report only runs of this profile (default: the most thorough)")
     report.set_defaults(fn=cmd_report)
@@ -180,7 +251,16 @@ def parser() -> argparse.ArgumentParser:
     tasks.add_argument("--profile", default=None, help="the profile's runs (default: the most thorough)")
     tasks.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
     tasks.set_defaults(fn=cmd_tasks)
-    lst = sub.add_parser("list", help="list the installed suites, learners and tables with their plugins")
+    check = sub.add_parser("check", help="regression check: rerun learners, compare per-task scores with a reference")
+    check.add_argument("--suite", required=True, help="a suite name (see `list`)")
+    check.add_argument("--learners", default=None, help="comma-separated learner names (default: all that apply)")
+    check.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    check.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
+    check.add_argument("--reference", type=Path, default=Path("results") / "reference",
+                       help="directory of the reference files, <suite>-<profile>.csv (default: results/reference)")
+    check.add_argument("--update", action="store_true", help="record the scores as the reference instead of comparing")
+    check.set_defaults(fn=cmd_check)
+    lst = sub.add_parser("list", help="list the installed suites, learners, tables and figures with their plugins")
     lst.set_defaults(fn=cmd_list)
     return top
 

@@ -17,8 +17,8 @@ from harness.evaluation import frozen_tasks
 from harness.functional import LossFn, adapt_batch
 from harness.protocols import Forward, Params, Suite
 
-STEP_SIZES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5)
-"""The default grid of step sizes to tune over."""
+STEP_SIZES = (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5)
+"""The default grid of step sizes to tune over; 0 (no fine-tuning) wins where every step only hurts."""
 
 
 def validation_error(

@@ -109,6 +109,21 @@ def meta_gradient(
     return torch.compile(functional, dynamic=False) if compile else eager
 
 
+def batch_gradient(loss_fn: LossFn, compile: bool = False) -> Callable[..., tuple[Tensor, Params]]:
+    """A function (params, per_task, x, y) -> (mean over tasks of the loss, its gradient by entry of `params`) for
+    plain supervised training on a batch of tasks; `per_task` holds entries with a task dimension (not differentiated),
+    e.g. each task's features. With `compile`, it goes through `torch.compile`."""
+
+    def value(params: Params, per_task: Params, x: Tensor, y: Tensor) -> Tensor:
+        return vmap(lambda extra, xi, yi: loss_fn({**params, **extra}, xi, yi))(per_task, x, y).mean()
+
+    def fn(params: Params, per_task: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Params]:
+        grads, loss = grad_and_value(value)(params, per_task, x, y)
+        return loss, grads
+
+    return torch.compile(fn, dynamic=False) if compile else fn
+
+
 def adapt_batch(
     loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, lrs: Sequence[float],
     adapt: Collection[str] | None = None, vectorize: str = "vmap", per_task: Params | None = None,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from harness.figures import FigureSpec
     from harness.protocols import Learner, Suite
     from harness.tables import TableSpec
 
@@ -34,3 +35,8 @@ def harness_suites() -> Sequence[type[Suite]]:
 @hookspec
 def harness_tables() -> Sequence[TableSpec]:
     """Tables (`harness.tables.TableSpec`) this plugin knows how to build from the results store."""
+
+
+@hookspec
+def harness_figures() -> Sequence[FigureSpec]:
+    """Figures (`harness.figures.FigureSpec`) this plugin knows how to draw from the results store (names unique)."""

@@ -32,6 +32,7 @@ class Registry:
     learners: dict[str, Provided] = field(default_factory=dict)
     suites: dict[str, Provided] = field(default_factory=dict)
     tables: dict[str, Provided] = field(default_factory=dict)
+    figures: dict[str, Provided] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     def learner(self, name: str) -> Any:
@@ -81,6 +82,7 @@ def registry() -> Registry:
         (pm.hook.harness_learners, reg.learners, lambda obj: obj.name),
         (pm.hook.harness_suites, reg.suites, lambda obj: obj.name),
         (pm.hook.harness_tables, reg.tables, lambda obj: obj.name),
+        (pm.hook.harness_figures, reg.figures, lambda obj: obj.name),
     ]
     for hook, into, name_of in hooks:
         for impl in hook.get_hookimpls():

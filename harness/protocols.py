@@ -83,6 +83,9 @@ class Suite(Protocol):
     def make_model(self, extra_inputs: int = 0) -> nn.Module:
         """A freshly initialised model (from the global RNG: the runner seeds it); `extra_inputs` widens the input."""
 
+    def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
+        """One task's inputs `x` with the vector `extra` appended to each (as features, or as channels of an image)."""
+
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The training loss of one task (a scalar)."""
 
@@ -102,6 +105,7 @@ class Learner(Protocol):
     name: ClassVar[str]
     description: ClassVar[str]
     defaults: ClassVar[Mapping[str, Any]]  # the learner's own config keys and their default values
+    # optional: `profile_defaults: ClassVar[Mapping[str, Mapping[str, Any]]]`, per-profile values of those keys
 
     def __init__(self, config: Mapping[str, Any]) -> None: ...
 
@@ -150,6 +154,9 @@ class TrainContext(Protocol):
 
     def log(self, iteration: int, loss: float) -> None:
         """Record the training loss of `iteration`; a non-finite loss stops the run as diverged."""
+
+    def record(self, key: str, value: Any) -> None:
+        """Keep a JSON-serialisable fact about this run in the results store (e.g. a tuned step size and why)."""
 
     def checkpoint_due(self, iteration: int) -> bool:
         """Whether a training checkpoint should be saved after `iteration`."""

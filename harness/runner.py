@@ -73,8 +73,9 @@ def prepare(spec: RunSpec, registry: Registry) -> PreparedRun:
         raise UsageError(f"unknown device {spec.device!r}; use cpu or cuda")
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    learner_profile = getattr(learner_cls, "profile_defaults", {}).get(spec.profile, {})
     config = configuration.merge(configuration.RUNTIME_DEFAULTS, suite_cls.profiles[spec.profile],
-                                 learner_cls.defaults, overrides=spec.overrides)
+                                 learner_cls.defaults, learner_profile, overrides=spec.overrides)
     configuration.validate_positive(config)
     if config["compile"] and spec.device == "cpu" and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
         raise UsageError("compile=true needs a C compiler for torch.compile on the CPU; install gcc, "
@@ -123,8 +124,10 @@ def tqdm_progress(enabled: bool = True) -> Progress:
 class RunContext:
     """The `TrainContext` a learner trains with: config, device, seeded generators, progress, checkpoints."""
 
-    def __init__(self, prepared: PreparedRun, run_dir: Path, progress: Progress) -> None:
+    def __init__(self, prepared: PreparedRun, run_dir: Path, progress: Progress, store: Store) -> None:
         self.config = prepared.config
+        self._run_id = prepared.run_id
+        self._store = store
         self.device = torch.device(prepared.spec.device)
         self.seed = prepared.spec.seed
         self._identity = (prepared.spec.suite, prepared.spec.seed)  # shared by learners: common random numbers
@@ -158,6 +161,9 @@ class RunContext:
         if self._bar is not None and iteration % 100 == 0:
             self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
+    def record(self, key: str, value: Any) -> None:
+        self._store.record(self._run_id, key, value)
+
     def checkpoint_due(self, iteration: int) -> bool:
         return (iteration + 1) % self.config["checkpoint_every"] == 0
 
@@ -186,7 +192,7 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
         if state is None:
             # same seed, same initial weights and training tasks for every learner: comparisons are paired
             torch.manual_seed(derive_seed(spec.suite, spec.seed, "init"))
-            ctx = RunContext(prepared, run_dir, progress)
+            ctx = RunContext(prepared, run_dir, progress, store)
             state = prepared.learner.meta_train(prepared.suite, ctx)
             checkpoints.save_model(run_dir, state, {**prepared.config, "suite": spec.suite, "learner": spec.learner,
                                                     "profile": spec.profile, "seed": spec.seed})

@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')), error TEXT,
     started REAL NOT NULL, finished REAL, train_seconds REAL
 );
+CREATE TABLE IF NOT EXISTS details (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scores (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     task INTEGER NOT NULL, shots INTEGER NOT NULL, step INTEGER NOT NULL, metric TEXT NOT NULL,
@@ -95,6 +99,16 @@ class Store:
         """Record that meta-training of `run_id` finished after `seconds` of wall time (across interruptions)."""
         with self.db:
             self.db.execute("UPDATE runs SET train_seconds = ? WHERE run_id = ?", (seconds, run_id))
+
+    def record(self, run_id: str, key: str, value: Any) -> None:
+        """Keep a JSON-serialisable fact about `run_id` (what a learner tuned, and on what evidence)."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO details VALUES (?, ?, ?)", (run_id, key, json.dumps(value)))
+
+    def details(self, run_id: str) -> dict[str, Any]:
+        """Everything recorded about `run_id`."""
+        rows = self.db.execute("SELECT key, value FROM details WHERE run_id = ?", (run_id,)).fetchall()
+        return {key: json.loads(value) for key, value in rows}
 
     def finish(self, run_id: str, scores: Iterable[Score]) -> None:
         """Write all scores of `run_id` and mark it done, in one transaction."""

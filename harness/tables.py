@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +16,8 @@ from harness.stats import describe, fmt, summarize
 from harness.store import Store
 
 COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci95", "n", "median", "over_10x_median",
-           "diverged", "paper", "paper_ci95", "vs_paper", "profile", "seeds", "device", "train_seconds", "command",
-           "git_commit"]
+           "diverged", "paper", "paper_ci95", "vs_paper", "paired_diff", "paired_diff_ci95", "profile", "seeds",
+           "device", "train_seconds", "command", "git_commit"]
 MARKS = {"within ci": "≈", "better": "▲", "short": "▼"}
 PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
 
@@ -48,6 +48,7 @@ class TableSpec:
     rows: Mapping[str, str | None]
     paper: Sequence[PaperCell] = field(default_factory=tuple)
     lower_is_better: bool = True
+    paired_with: str | None = None  # a row label: every other row also gets its paired difference from this row
 
 
 def versus_paper(mean: float, ci95: float, paper: float, lower_is_better: bool) -> str:
@@ -74,12 +75,21 @@ def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None) -> dict[str
     return chosen
 
 
+def per_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int, metric: str) -> pd.Series:
+    """One value per test task (index) of a cell, pooled over the seeds of `group`; NaN (diverged) counts as +inf."""
+    s = scores[scores.run_id.isin(group.run_id) & (scores.shots == shots) & (scores.step == step)
+               & (scores.metric == metric)]
+    return s.value.fillna(np.inf).groupby(s.task).mean()
+
+
 def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataFrame:
-    """The long-form rows of `spec` from `store`."""
+    """The long-form rows of `spec` from `store`; with `spec.paired_with`, each row's paired difference from that
+    row's learner on the identical test tasks."""
     runs = chosen_runs(store.runs(), spec.suite, profile)
     scores = store.scores(pd.concat(runs.values()).run_id if runs else [])
     paper = {(c.setting, c.row, c.column): c for c in spec.paper}
     rows = dict(spec.rows) | {learner: learner for learner in runs if learner not in spec.rows.values()}
+    baseline = spec.rows.get(spec.paired_with) if spec.paired_with else None
     out = []
     for setting, shots in spec.settings.items():
         for label, learner in rows.items():
@@ -89,60 +99,65 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                 ref = paper.get((setting, label, column))
                 if ref is not None:
                     cell |= {"paper": ref.value, "paper_ci95": ref.ci95}
-                if learner in runs:
+                values = per_task(scores, runs[learner], shots, step, spec.metric) if learner in runs else None
+                if values is not None and len(values):
                     group = runs[learner]
-                    s = scores[scores.run_id.isin(group.run_id) & (scores.shots == shots) & (scores.step == step)
-                               & (scores.metric == spec.metric)]
-                    if len(s):
-                        # pooled over seeds per test task; a diverged (NaN) score counts as +inf, never dropped
-                        per_task = s.value.fillna(np.inf).groupby(s.task).mean().to_numpy()
-                        summary = summarize(per_task)
-                        cell |= {"mean": summary.mean, "ci95": summary.ci95, "n": summary.n,
-                                 "median": summary.median, "over_10x_median": summary.over_10x_median,
-                                 "diverged": summary.diverged,
-                                 "profile": group.profile.iloc[0], "device": group.device.iloc[0],
-                                 "seeds": ",".join(str(x) for x in sorted(group.seed)),
-                                 "train_seconds": group.train_seconds.mean(),
-                                 "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0]}
-                        if ref is not None:
-                            cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better)
+                    summary = summarize(values.to_numpy())
+                    cell |= {"mean": summary.mean, "ci95": summary.ci95, "n": summary.n,
+                             "median": summary.median, "over_10x_median": summary.over_10x_median,
+                             "diverged": summary.diverged,
+                             "profile": group.profile.iloc[0], "device": group.device.iloc[0],
+                             "seeds": ",".join(str(x) for x in sorted(group.seed)),
+                             "train_seconds": group.train_seconds.mean(),
+                             "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0]}
+                    if ref is not None:
+                        cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better)
+                    if baseline in runs and learner != baseline:
+                        other = per_task(scores, runs[baseline], shots, step, spec.metric)
+                        diff = summarize((values - other).dropna().to_numpy())  # tasks both have
+                        cell |= {"paired_diff": diff.mean, "paired_diff_ci95": diff.ci95}
                 out.append(cell)
     frame = pd.DataFrame(out).reindex(columns=COLUMNS)
     return frame.astype({"n": "Int64", "over_10x_median": "Int64", "diverged": "Int64"})
 
 
+def _wide(frame: pd.DataFrame, spec: TableSpec, text: Callable[[pd.Series], str]) -> str:
+    """`text` of each row of `frame`, pivoted to (setting, row) x column, as a github table."""
+    index, order = ["setting", "row"], list(spec.columns)
+    wide = frame.assign(cell=frame.apply(text, axis=1)).pivot(index=index, columns="column", values="cell")
+    wide = wide.reindex(columns=order).reindex(pd.MultiIndex.from_frame(frame[index].drop_duplicates()))
+    return tabulate(wide.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)
+
+
 def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
-    """The wide, human view: "ours ± ci (paper)" per cell, a robust view, and the commands that made the cells."""
+    """The wide, human view: "ours ± ci (paper)" per cell, the robust view, paired differences, and the commands."""
     def cell(r: pd.Series) -> str:
         ours = "not run" if pd.isna(r["mean"]) else describe(r["mean"], r["ci95"], r["n"], r["diverged"])
         paper = "" if pd.isna(r["paper"]) else f" ({fmt(r['paper'])})"
         return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}")
 
-    def robust(r: pd.Series) -> str:
-        return "" if pd.isna(r["mean"]) else f"{fmt(r['median'])} / {r['over_10x_median']}"
-
-    index = ["setting", "row"]
-    order = list(spec.columns)
-    wide = frame.assign(cell=frame.apply(cell, axis=1)).pivot(index=index, columns="column", values="cell")
-    wide = wide.reindex(columns=order).reindex(pd.MultiIndex.from_frame(frame[index].drop_duplicates()))
-    ran = frame.dropna(subset=["mean"])
     lines = [f"# {spec.title}", "",
              f"Ours: {spec.metric}, mean ± 95% interval over test tasks; the paper's value in parentheses; "
              "≈ the paper's value lies in our interval, ▲ ours is better, ▼ ours falls short of the paper.", "",
-             tabulate(wide.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)]
-    if len(ran):
-        rob = ran.assign(cell=ran.apply(robust, axis=1)).pivot(index=index, columns="column", values="cell")
-        rob = rob.reindex(columns=order).reindex(pd.MultiIndex.from_frame(ran[index].drop_duplicates()))
-        lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can "
-                  "dominate a mean):", "",
-                  tabulate(rob.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)]
-        lines += ["", "Produced by:", ""]
-        keys = ["learner", "command", "profile", "seeds", "device", "git_commit", "train_seconds"]
-        for values, _ in ran.groupby(keys, sort=False, dropna=False):
-            run = dict(zip(keys, values))
-            trained = "" if pd.isna(run["train_seconds"]) else f", meta-trained in {run['train_seconds']:.0f} s"
-            where = f"{run['profile']} profile, seeds {run['seeds']}, {run['device']}{trained}"
-            lines.append(f"- {run['learner']} ({where}, commit {str(run['git_commit'])[:12]}): `{run['command']}`")
+             _wide(frame, spec, cell)]
+    ran = frame.dropna(subset=["mean"])
+    if not len(ran):
+        return "\n".join(lines) + "\n"
+    lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can dominate a "
+              "mean):", "", _wide(ran, spec, lambda r: f"{fmt(r['median'])} / {r['over_10x_median']}")]
+    paired = ran.dropna(subset=["paired_diff"])
+    if len(paired):
+        lines += ["", f"Paired difference from {spec.paired_with} on the identical test tasks (row minus "
+                  f"{spec.paired_with}, mean ± 95% interval; an interval above 0: {spec.paired_with} is better):", "",
+                  _wide(paired, spec, lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["n"],
+                                                         int(not np.isfinite(r["paired_diff"]))))]
+    lines += ["", "Produced by:", ""]
+    keys = ["learner", "command", "profile", "seeds", "device", "git_commit", "train_seconds"]
+    for values, _ in ran.groupby(keys, sort=False, dropna=False):
+        run = dict(zip(keys, values))
+        trained = "" if pd.isna(run["train_seconds"]) else f", meta-trained in {run['train_seconds']:.0f} s"
+        where = f"{run['profile']} profile, seeds {run['seeds']}, {run['device']}{trained}"
+        lines.append(f"- {run['learner']} ({where}, commit {str(run['git_commit'])[:12]}): `{run['command']}`")
     return "\n".join(lines) + "\n"
 
 

@@ -18,8 +18,9 @@ def harness_tables() -> list[TableSpec]:
             title="Table 2: sinusoid regression, MSE after K-shot fine-tuning (paper: 5-shot; ours also 10 and 20)",
             suite="sinusoid", metric="mse",
             settings={"5-shot": 5, "10-shot": 10, "20-shot": 20}, columns=STEPS,
-            rows={"multi-task no reg": None, "multi-task l2 reg": None, "multi-task reg to mean theta": None,
-                  "pretrain on all tasks": None, "MAML": "maml"},
-            paper=paper_cells(REFERENCE, 2),
+            rows={"multi-task no reg": "multitask-noreg", "multi-task l2 reg": "multitask-l2",
+                  "multi-task reg to mean theta": "multitask-mean", "pretrain on all tasks": "pretrain",
+                  "MAML": "maml"},
+            paper=paper_cells(REFERENCE, 2), paired_with="MAML",
         ),
     ]

@@ -17,7 +17,7 @@ from harness.protocols import TaskBatch
 PAPER = {
     "meta_iterations": 70_000, "meta_batch": 25, "train_shots": 10, "train_query": 10,
     "inner_lr": 0.01, "inner_steps": 1, "meta_lr": 1e-3,
-    "eval_tasks": 600, "eval_shots": [5, 10, 20], "eval_steps": 10, "eval_query": 100,
+    "eval_tasks": 600, "eval_shots": [5, 10, 20], "eval_steps": 10, "eval_query": 100, "val_tasks": 100,
     "compile": True,
 }
 
@@ -30,7 +30,7 @@ class Sinusoid:
     metric = "mse"
     feature_names = ("amplitude", "phase")
     profiles = {
-        "smoke": {**PAPER, "meta_iterations": 20, "eval_tasks": 20, "eval_steps": 2, "compile": False},
+        "smoke": {**PAPER, "meta_iterations": 20, "eval_tasks": 20, "eval_steps": 2, "val_tasks": 10, "compile": False},
         "quick": {**PAPER, "meta_iterations": 8_000, "compile": False},
         "paper": PAPER,
     }
@@ -43,6 +43,9 @@ class Sinusoid:
 
     def make_model(self, extra_inputs: int = 0) -> nn.Module:
         return nn.Sequential(nn.Linear(1 + extra_inputs, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
+
+    def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
+        return torch.cat([x, extra.expand(*x.shape[:-1], extra.shape[-1])], dim=-1)
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return nn.functional.mse_loss(outputs, targets)

@@ -1,0 +1,182 @@
+"""Figures as views over the results store, written as PNG (matplotlib, Agg canvas, no pyplot state).
+
+A plugin provides `FigureSpec`s from the hook `harness_figures`. The generic one here, `CurvesFigure`, draws learning
+curves: a metric against adaptation steps, one panel per shot count, one line per learner with its 95% interval band.
+`Trained` rebuilds a finished run's learner for figures that show what an adapted model predicts.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor
+from torch.func import vmap
+
+from harness import checkpoints
+from harness.plugins import Registry
+from harness.protocols import Learner, Suite, TaskBatch
+from harness.stats import summarize
+from harness.store import Store
+from harness.tables import chosen_runs
+
+DPI = 120
+CURVE_COLUMNS = ["learner", "shots", "step", "mean", "ci95", "n", "profile", "seeds"]
+
+
+class FigureSpec(Protocol):
+    """A figure of one suite, drawn from the results store into `<directory>/<name>.png`."""
+
+    name: str  # the file name's stem; unique among the installed figures
+    title: str
+    suite: str
+
+    def make(self, store: Store, runs_dir: Path, registry: Registry, directory: Path,
+             profile: str | None) -> Path | None:
+        """Draw from the runs of `store` that `harness.tables.chosen_runs(..., profile)` picks (their folders, with
+        `model.pt` and `config.json`, lie in `runs_dir`), write `directory/<name>.png` and return its path; None,
+        writing nothing, when the store has no finished run to draw."""
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure with constrained layout, drawn by the Agg canvas."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, directory: Path, name: str) -> Path:
+    """Write `fig` as `directory/<name>.png` and return the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def curves(store: Store, suite: str, metric: str, profile: str | None = None) -> pd.DataFrame:
+    """Per learner, shots and step of `suite`'s chosen runs: `metric` summarised over test tasks (seeds pooled per
+    task; a diverged (NaN) score counts as +inf, so the mean of a cell with a diverged task is infinite).
+    Columns: `CURVE_COLUMNS`."""
+    rows = []
+    for learner, runs in chosen_runs(store.runs(), suite, profile).items():
+        scores = store.scores(runs.run_id)
+        scores = scores[scores.metric == metric]
+        seeds = ",".join(str(s) for s in sorted(runs.seed))
+        for (shots, step), cell in scores.groupby(["shots", "step"]):
+            per_task = cell.value.astype(float).fillna(np.inf).groupby(cell.task).mean().to_numpy()
+            summary = summarize(per_task)
+            rows.append({"learner": learner, "shots": shots, "step": step, "mean": summary.mean,
+                         "ci95": summary.ci95, "n": summary.n, "profile": runs.profile.iloc[0], "seeds": seeds})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def diverged_label(learner: str, steps: Sequence[int], last_step: int) -> str:
+    """The legend label of `learner`, naming the steps whose mean is infinite (left out of the plot)."""
+    if not steps:
+        return learner
+    first = steps[0]
+    if first == last_step:
+        where = f"step {first}"
+    elif list(steps) == list(range(first, last_step + 1)):
+        where = f"steps ≥ {first}"
+    else:
+        where = "steps " + ", ".join(str(s) for s in steps)
+    return f"{learner} (diverged at {where})"
+
+
+@dataclass(frozen=True)
+class CurvesFigure:
+    """Learning curves of one suite (the paper's Figures 3 and 6): mean `metric` over test tasks against adaptation
+    steps 0..max, one panel per stored shot count, one line per learner with finished runs, shaded 95% interval.
+    A step whose mean is infinite (a diverged task) is left out and named in the learner's legend label."""
+
+    name: str
+    title: str
+    suite: str
+    metric: str
+    log_y: bool = True
+
+    def make(self, store: Store, runs_dir: Path, registry: Registry, directory: Path,
+             profile: str | None) -> Path | None:
+        frame = curves(store, self.suite, self.metric, profile)
+        return None if frame.empty else save(self.draw(frame), directory, self.name)
+
+    def draw(self, frame: pd.DataFrame) -> Figure:
+        """The figure of `frame` (rows as `curves` gives them)."""
+        shots = sorted(frame.shots.unique())
+        learners = sorted(frame.learner.unique())
+        fig = new_figure(1.5 + 3.6 * len(shots), 4.2)
+        axes = fig.subplots(1, len(shots), sharey=True, squeeze=False)[0]
+        for ax, k in zip(axes, shots):
+            for i, learner in enumerate(learners):
+                _curve(ax, frame[(frame.shots == k) & (frame.learner == learner)].sort_values("step"), learner,
+                       f"C{i}")
+            ax.set_title(f"K = {k}")
+            ax.set_yscale("log" if self.log_y else "linear")
+            ax.set_xlabel("gradient steps at test time")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+        axes[0].set_ylabel(f"{self.metric} (mean over test tasks)")
+        fig.suptitle(self.title)
+        fig.text(0.5, 0, _footnote(frame), ha="center", va="bottom", fontsize="x-small", wrap=True)
+        fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
+        return fig
+
+
+def _curve(ax: Axes, rows: pd.DataFrame, learner: str, color: str) -> None:
+    """One learner's line and band in `ax`; infinite means are left out and named in the label."""
+    finite = rows[np.isfinite(rows["mean"])]
+    diverged = [int(s) for s in rows.step[~np.isfinite(rows["mean"])]]
+    steps = finite.step.to_numpy()
+    ax.plot(steps, finite["mean"], "o-", color=color, markersize=3,
+            label=diverged_label(learner, diverged, int(rows.step.max())))
+    ax.fill_between(steps, finite["mean"] - finite.ci95, finite["mean"] + finite.ci95, color=color, alpha=0.2,
+                    linewidth=0)
+
+
+def _footnote(frame: pd.DataFrame) -> str:
+    """What the figure is drawn from: test tasks, profiles and seeds of every learner."""
+    runs = frame.drop_duplicates("learner").sort_values("learner")
+    made = "; ".join(f"{r.learner}: {r.profile} profile, seeds {r.seeds}, {r.n} test tasks" for r in runs.itertuples())
+    return f"Line: mean over test tasks (seeds pooled per task); band: 95% interval. {made}."
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A finished run rebuilt from the store: its suite and learner under the run's config, and its trained state."""
+
+    suite: Suite
+    learner: Learner
+    state: dict[str, Tensor]
+    run: pd.Series  # the run's row of `Store.runs()`
+
+    @classmethod
+    def load(cls, run: pd.Series, registry: Registry, runs_dir: Path) -> Trained | None:
+        """`run` (a row of `Store.runs()`) with its state from `runs_dir/<run_id>/model.pt` on the CPU; None when that
+        file is missing. The run's suite and learner must be installed (else a UsageError)."""
+        path = runs_dir / run.run_id / checkpoints.MODEL
+        if not path.exists():
+            return None
+        config = json.loads(run.config)
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        return cls(registry.suite(run.suite)(config), registry.learner(run.learner)(config), state, run)
+
+    def predict(self, tasks: TaskBatch, steps: Sequence[int]) -> dict[int, Tensor]:
+        """The outputs on `tasks.query_x` of the model adapted to each task's support set, after each of `steps`
+        gradient steps: {step: tensor with a leading task dimension}."""
+        out = {}
+        for step, adapted in enumerate(self.learner.adapt(self.suite, self.state, tasks, max(steps))):
+            if step in steps:
+                with torch.no_grad():
+                    out[step] = vmap(adapted.forward)(adapted.params, tasks.query_x)
+        return out

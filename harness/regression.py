@@ -1,0 +1,204 @@
+"""Statistical regression check: a learner's per-task scores against committed reference scores.
+
+The reference of a suite and profile is a small long-form CSV, `<suite>-<profile>.csv`, with columns `COLUMNS`: the
+scores at steps `REFERENCE_STEPS` and each learner's last step, to `SIGNIFICANT_DIGITS` significant digits. A task
+whose adapted model diverged (NaN or infinite score) is stored as its worst value (`inf` for an error). New scores
+go through the same reduction before they are compared, so an unchanged deterministic run differs from its
+reference by exactly zero on every task.
+
+A cell (learner, metric, shots, step) is "worse" when two things hold: the one-sided Wilcoxon signed-rank test of
+the paired per-task differences (same test task index) gives a p-value below `ALPHA` after a Bonferroni correction
+over the cells compared, and the mean (the median where a task diverged) is worse by more than `RELATIVE_TOLERANCE`.
+"better" is the mirror image; anything else is "same". All functions here are pure: no printing.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.errors import UsageError
+
+COLUMNS = ["learner", "metric", "shots", "step", "task", "value"]
+"""The columns of a reference file, in order."""
+
+CELL = ["learner", "metric", "shots", "step"]
+"""What one verdict is about; its rows are the test tasks."""
+
+REFERENCE_STEPS = (0, 1, 5)
+"""Steps kept besides each learner's last one: before adaptation, after one step, part way."""
+
+SIGNIFICANT_DIGITS = 6
+"""Precision of stored values (and of new values before comparing): far below any change worth a verdict."""
+
+ALPHA = 0.01
+"""Family-wise significance level: a cell's one-sided p-value times the number of cells compared must lie below it."""
+
+RELATIVE_TOLERANCE = 0.05
+"""How much worse than the reference a cell's mean (median where a task diverged) must be to fail, as a fraction.
+
+A significance test alone is too sensitive for CI: another CPU, BLAS or torch build changes the float rounding of
+every task a little, often in the same direction, and over hundreds of test tasks a shift of 0.1% is significant.
+Such a shift is no regression; 5% is well above that noise and well below the changes a bug or a bad default makes.
+"""
+
+DTYPES = {"learner": str, "metric": str, "shots": "int64", "step": "int64", "task": "int64", "value": float}
+"""The types of the columns of a reference."""
+
+RESULT_COLUMNS = [*CELL, "n", "ref_mean", "new_mean", "mean_diff", "p_value", "verdict"]
+"""What `compare` returns per cell. `p_value` is the smaller of the two one-sided p-values (worse, better),
+Bonferroni-adjusted: compare it with `ALPHA`."""
+
+
+def reference_path(directory: Path, suite: str, profile: str) -> Path:
+    """Where the reference of `suite` at `profile` lives under `directory`."""
+    return Path(directory) / f"{suite}-{profile}.csv"
+
+
+def _worst(lower_is_better: bool) -> float:
+    """The score a diverged task counts as."""
+    return math.inf if lower_is_better else -math.inf
+
+
+def reduce(scores: pd.DataFrame, lower_is_better: bool = True) -> pd.DataFrame:
+    """The reference form of long-form `scores` (at least the columns `COLUMNS`; others are dropped): steps
+    `REFERENCE_STEPS` and each learner's last step, NaN as the worst value, rounded to `SIGNIFICANT_DIGITS`, sorted."""
+    last = scores.groupby("learner").step.transform("max")
+    kept = scores[scores.step.isin(REFERENCE_STEPS) | (scores.step == last)]
+    digits = f".{SIGNIFICANT_DIGITS}g"
+    values = kept.value.astype(float).fillna(_worst(lower_is_better)).map(lambda v: float(format(v, digits)))
+    out = kept.assign(value=values).reindex(columns=COLUMNS).astype(DTYPES)
+    return out.sort_values(COLUMNS[:-1], ignore_index=True)
+
+
+def load_reference(path: Path, missing_ok: bool = False) -> pd.DataFrame:
+    """The reference at `path` in the form `reduce` gives; with `missing_ok`, an absent file is an empty reference.
+
+    A missing (unless `missing_ok`), unreadable or malformed file is a UsageError naming the problem and the fix."""
+    path = Path(path)
+    if not path.exists():
+        if missing_ok:
+            return pd.DataFrame(columns=COLUMNS).astype(DTYPES)
+        raise UsageError(f"no reference scores at {path}; run the same command with --update first to record them")
+
+    def malformed(problem: str) -> UsageError:
+        return UsageError(f"reference file {path} is malformed ({problem}); delete it and rerun with --update")
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise malformed(_one_line(exc)) from None
+    if not text.endswith("\n"):
+        raise malformed("it does not end with a newline: truncated?")
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise malformed(_one_line(exc)) from None
+    if missing := [c for c in COLUMNS if c not in frame.columns]:
+        raise malformed(f"missing columns {', '.join(missing)}; expected {','.join(COLUMNS)}")
+    frame = frame[COLUMNS]
+    if frame.isna().any(axis=None):
+        row = int(frame.isna().any(axis=1).to_numpy().argmax()) + 1
+        raise malformed(f"data row {row} has an empty or NaN field (a diverged task is stored as inf)")
+    if bad := [c for c in ("shots", "step", "task") if not pd.api.types.is_integer_dtype(frame[c])]:
+        raise malformed(f"column {bad[0]} holds non-integers")
+    if not pd.api.types.is_float_dtype(frame.value) and not pd.api.types.is_integer_dtype(frame.value):
+        raise malformed("column value holds non-numbers")
+    if frame.duplicated(COLUMNS[:-1]).any():
+        raise malformed("a (learner, metric, shots, step, task) appears twice")
+    return frame.astype(DTYPES)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def replace_learners(reference: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """`reference` with the rows of `new`'s learners replaced by `new`; the other learners' rows are kept."""
+    return pd.concat([reference[~reference.learner.isin(new.learner)], new], ignore_index=True)
+
+
+def write_reference(path: Path, frame: pd.DataFrame) -> None:
+    """Write `frame` (reference form) to `path` in an existing directory, atomically: a temporary file beside it
+    replaces it only once complete, so a failed write never leaves a truncated reference."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.sort_values(COLUMNS[:-1]).to_csv(tmp, index=False, columns=COLUMNS, lineterminator="\n",
+                                               float_format=f"%.{SIGNIFICANT_DIGITS}g")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def one_sided_p(worsening: np.ndarray) -> tuple[float, float]:
+    """(p worse, p better): one-sided Wilcoxon signed-rank p-values that the paired `worsening` (new - reference,
+    sign-flipped where higher is better) lies above, resp. below, zero; (1, 1) when every difference is zero.
+
+    An infinite difference (a task diverged on one side only) ranks above every finite one; the test uses ranks only.
+    """
+    d = np.asarray(worsening, dtype=float)
+    if not d.any():
+        return 1.0, 1.0
+    finite = np.abs(d[np.isfinite(d)])
+    d = np.where(np.isinf(d), np.sign(d) * (2 * finite.max(initial=0.0) + 1), d)
+    return (float(stats.wilcoxon(d, alternative="greater").pvalue),
+            float(stats.wilcoxon(d, alternative="less").pvalue))
+
+
+def relative_worsening(reference: float, new: float, lower_is_better: bool = True) -> float:
+    """How much worse `new` is than `reference`, as a fraction of |reference| (negative: better); infinite where
+    one side is infinite or the reference is zero, and 0 where they are equal (both infinite included)."""
+    if new == reference:
+        return 0.0
+    delta = (new - reference) if lower_is_better else (reference - new)
+    if not math.isfinite(reference) or reference == 0:
+        return math.copysign(math.inf, delta)
+    return delta / abs(reference)
+
+
+def compare(reference: pd.DataFrame, new: pd.DataFrame, lower_is_better: bool = True, alpha: float = ALPHA,
+            tolerance: float = RELATIVE_TOLERANCE) -> pd.DataFrame:
+    """One row per cell of `new` (columns `RESULT_COLUMNS`, sorted), both frames in reference form, NaN counting as
+    the worst value. The verdict is "worse", "better", "same", or "no reference" (a cell `reference` lacks: not
+    tested, and not counted in the Bonferroni correction).
+
+    A learner of `new` whose reference cells or test tasks differ from its new ones is a UsageError: the test
+    protocol changed, and the reference must be regenerated."""
+    worst = _worst(lower_is_better)
+    ref_cells = {key: g.set_index("task").value.sort_index().fillna(worst)
+                 for key, g in reference[reference.learner.isin(new.learner)].groupby(CELL)}
+    new_cells = {key: g.set_index("task").value.sort_index().fillna(worst) for key, g in new.groupby(CELL)}
+    if missing := sorted(set(ref_cells) - set(new_cells)):
+        raise _mismatch(missing[0], "the run has no such cell")
+    tested = sum(key in ref_cells for key in new_cells)  # the Bonferroni family
+    rows = []
+    for key, values in sorted(new_cells.items()):
+        row = dict(zip(CELL, key), n=len(values), ref_mean=math.nan, new_mean=float(values.mean()),
+                   mean_diff=math.nan, p_value=math.nan, verdict="no reference")
+        if key in ref_cells:
+            ref = ref_cells[key]
+            if not ref.index.equals(values.index):
+                raise _mismatch(key, f"its test tasks differ ({len(ref)} in the reference, {len(values)} in the run)")
+            old, now = ref.to_numpy(), values.to_numpy()
+            d = np.subtract(now, old, out=np.zeros_like(now), where=now != old) * (1 if lower_is_better else -1)
+            p_worse, p_better = (min(1.0, p * tested) for p in one_sided_p(d))
+            centre = np.mean if np.isfinite(old).all() and np.isfinite(now).all() else np.median
+            change = relative_worsening(float(centre(old)), float(centre(now)), lower_is_better)
+            verdict = ("worse" if p_worse < alpha and change > tolerance else
+                       "better" if p_better < alpha and change < -tolerance else "same")
+            row |= {"ref_mean": float(old.mean()), "mean_diff": row["new_mean"] - float(old.mean()),
+                    "p_value": min(p_worse, p_better), "verdict": verdict}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def _mismatch(key: tuple, detail: str) -> UsageError:
+    learner, metric, shots, step = key
+    return UsageError(f"the reference of {learner} ({metric}, {shots} shots, step {step}) does not match this run: "
+                      f"{detail}; the test protocol changed, so regenerate the reference with --update")

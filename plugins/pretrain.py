@@ -1,0 +1,105 @@
+"""Non-meta-learned baselines that fine-tune at test time with a step size tuned on validation tasks:
+
+- `pretrain`: one network trained on all tasks at once (paper: "pretraining on all tasks"), then fine-tuned;
+- `oracle`: the same, with each task's true parameters as extra inputs (paper: "oracle");
+- `scratch`: random initialisation, fine-tuned.
+
+Training uses the suite's meta-training budget (`meta_iterations` batches of `meta_batch` tasks, every support and
+query example as training data, Adam `meta_lr`). The tuned step sizes are part of the trained state and recorded
+with the run (`step_size_validation`: the validation error of every candidate).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from harness import hookimpl
+from harness.finetune import best_step_sizes, step_size_for, tune_step_sizes
+from harness.functional import adapt_batch, batch_gradient, resolve_vectorize
+from harness.models import FunctionalModel
+from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
+
+
+class Pretrain:
+    name = "pretrain"
+    description = "one network trained on all tasks, fine-tuned with a tuned step size"
+    defaults: Mapping[str, Any] = {}
+    uses_features = False
+    trains = True
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    @classmethod
+    def applies_to(cls, suite: type[Suite]) -> bool:
+        return suite.kind == "supervised" and (not cls.uses_features or bool(suite.feature_names))
+
+    def network(self, suite: Suite, device: torch.device | str) -> FunctionalModel:
+        return FunctionalModel(suite, device, features=len(suite.feature_names) if self.uses_features else 0)
+
+    def per_task(self, tasks: TaskBatch) -> dict[str, Tensor] | None:
+        return {"task_features": tasks.features} if self.uses_features else None
+
+    def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
+        cfg = self.config
+        net = self.network(suite, ctx.device)
+        if self.trains:
+            self.train(suite, net, ctx)
+        errors = tune_step_sizes(suite, cfg, net.loss, net.forward, net.params, adapt=net.weights,
+                                 features=self.uses_features)
+        ctx.record("step_size_validation", {k: {str(lr): e for lr, e in by_lr.items()} for k, by_lr in errors.items()})
+        tuned = best_step_sizes(errors)
+        ctx.record("tuned_step_sizes", {str(int(k)): lr for k, lr in tuned.tolist()})
+        return {**net.state_dict(), "tuned_step_sizes": tuned}
+
+    def train(self, suite: Suite, net: FunctionalModel, ctx: TrainContext) -> None:
+        """Plain supervised training on every example of every sampled task (per-task losses averaged)."""
+        cfg = self.config
+        optimizer = torch.optim.Adam(net.params.values(), lr=cfg["meta_lr"])
+        start = 0
+        if (checkpoint := ctx.load_checkpoint()) is not None:
+            net.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            start = checkpoint["iteration"] + 1
+        step = batch_gradient(net.loss, compile=cfg["compile"])
+        for it in ctx.iterations(start, cfg["meta_iterations"]):
+            tasks = suite.sample("train", cfg["meta_batch"], ctx.generator(it), cfg["train_shots"], cfg["train_query"])
+            tasks = tasks.to(ctx.device)
+            x = torch.cat([tasks.support_x, tasks.query_x], dim=1)
+            y = torch.cat([tasks.support_y, tasks.query_y], dim=1)
+            loss, grads = step({k: p.detach() for k, p in net.params.items()}, self.per_task(tasks) or {}, x, y)
+            for name, p in net.params.items():
+                p.grad = grads[name]
+            optimizer.step()
+            ctx.log(it, loss.item())
+            if ctx.checkpoint_due(it):
+                ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "optimizer": optimizer.state_dict()})
+
+    def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:
+        net = self.network(suite, tasks.support_x.device)
+        net.load_state_dict(state)
+        lr = step_size_for(state["tuned_step_sizes"], tasks.support_x.shape[1])
+        vectorize = resolve_vectorize(self.config["vectorize"], net.module, tasks.support_x.device)
+        for params in adapt_batch(net.loss, net.params, tasks.support_x, tasks.support_y, [lr] * steps,
+                                  adapt=net.weights, vectorize=vectorize, per_task=self.per_task(tasks)):
+            yield Adapted(net.forward, params)
+
+
+class Oracle(Pretrain):
+    name = "oracle"
+    description = "pretrain with each task's true parameters as extra inputs (an upper bound)"
+    uses_features = True
+
+
+class Scratch(Pretrain):
+    name = "scratch"
+    description = "random initialisation, fine-tuned with a tuned step size"
+    trains = False
+
+
+@hookimpl
+def harness_learners() -> list[type]:
+    return [Pretrain, Oracle, Scratch]
