@@ -16,6 +16,7 @@ from harness import runner, tables
 from harness.config import parse_assignments
 from harness.errors import UsageError
 from harness.plugins import Registry, registry
+from harness.protocols import Progress
 from harness.store import DB_NAME, Store
 
 DEFAULT_OUT = Path("runs")
@@ -65,16 +66,24 @@ def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int
     store = Store(out)
     progress = runner.tqdm_progress(not args.quiet)
     command = tables.command_line(argv)
+    failed = {run.run_id for run in execute_all(prepared, store, out, command, progress)}
+    print(summary(store, [run.run_id for run in prepared if run.run_id not in failed]))
+    store.close()
+    return 1 if failed else 0
+
+
+def execute_all(prepared: Sequence[runner.PreparedRun], store: Store, out: Path, command: str,
+                progress: Progress) -> list[runner.PreparedRun]:
+    """Execute every run in turn, reporting each on stderr; a run that raises is recorded as failed in the store
+    and the others go on. Returns the failed runs."""
     failed = []
     for run in prepared:
         try:
             print(f"{run.run_id}: {runner.execute(run, store, out, command, progress)}", file=sys.stderr)
-        except Exception as exc:  # recorded as failed in the store; the other runs go on
-            failed.append(run.run_id)
+        except Exception as exc:
+            failed.append(run)
             print(f"{run.run_id}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-    print(summary(store, [run.run_id for run in prepared if run.run_id not in failed]))
-    store.close()
-    return 1 if failed else 0
+    return failed
 
 
 def summary(store: Store, run_ids: list[str]) -> str:
@@ -156,15 +165,9 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
     reference = regression.load_reference(path, missing_ok=args.update)
     out = _writable_dir(args.out, "--out")
     store = Store(out)
-    progress = runner.tqdm_progress()
     command = tables.command_line(argv)
-    failed = []
-    for run in prepared:
-        try:
-            print(f"{run.run_id}: {runner.execute(run, store, out, command, progress)}", file=sys.stderr)
-        except Exception as exc:  # recorded as failed in the store; the other runs go on
-            failed.append(run.spec.learner)
-            print(f"{run.run_id}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    progress = runner.tqdm_progress(not args.quiet)
+    failed = [run.spec.learner for run in execute_all(prepared, store, out, command, progress)]
     learner_of = {run.run_id: run.spec.learner for run in prepared}
     scores = store.scores(learner_of)
     store.close()
@@ -259,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--reference", type=Path, default=Path("results") / "reference",
                        help="directory of the reference files, <suite>-<profile>.csv (default: results/reference)")
     check.add_argument("--update", action="store_true", help="record the scores as the reference instead of comparing")
+    check.add_argument("--quiet", action="store_true", help="no progress bars")
     check.set_defaults(fn=cmd_check)
     lst = sub.add_parser("list", help="list the installed suites, learners, tables and figures with their plugins")
     lst.set_defaults(fn=cmd_list)

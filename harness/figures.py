@@ -27,7 +27,7 @@ from harness.plugins import Registry
 from harness.protocols import Learner, Suite, TaskBatch
 from harness.stats import summarize
 from harness.store import Store
-from harness.tables import chosen_runs
+from harness.tables import chosen_runs, per_task
 
 DPI = 120
 CURVE_COLUMNS = ["learner", "shots", "step", "mean", "ci95", "n", "profile", "seeds"]
@@ -69,11 +69,9 @@ def curves(store: Store, suite: str, metric: str, profile: str | None = None) ->
     rows = []
     for learner, runs in chosen_runs(store.runs(), suite, profile).items():
         scores = store.scores(runs.run_id)
-        scores = scores[scores.metric == metric]
         seeds = ",".join(str(s) for s in sorted(runs.seed))
-        for (shots, step), cell in scores.groupby(["shots", "step"]):
-            per_task = cell.value.astype(float).fillna(np.inf).groupby(cell.task).mean().to_numpy()
-            summary = summarize(per_task)
+        for shots, step in scores[scores.metric == metric][["shots", "step"]].drop_duplicates().itertuples(index=False):
+            summary = summarize(per_task(scores, runs, shots, step, metric).to_numpy())
             rows.append({"learner": learner, "shots": shots, "step": step, "mean": summary.mean,
                          "ci95": summary.ci95, "n": summary.n, "profile": runs.profile.iloc[0], "seeds": seeds})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)

@@ -5,6 +5,7 @@ to evaluation when its trained model is already saved.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -104,8 +105,10 @@ def versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the harness's source tree (with `-dirty` when it has uncommitted changes), if it is a checkout."""
+    """The commit of the harness's source tree (with `-dirty` when it has uncommitted changes), if it is a checkout;
+    taken once per process, when its first run starts: the code a process runs is the code it imported then."""
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], capture_output=True,
                              text=True, cwd=Path(__file__).parent, timeout=10)

@@ -16,7 +16,8 @@ from torch import Tensor
 from harness import hookimpl
 from harness.functional import adapt_batch, meta_gradient, resolve_vectorize, step_sizes
 from harness.models import FunctionalModel
-from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
+from harness.protocols import Adapted, Params, Suite, TaskBatch, TrainContext
+from harness.training import train_adam
 
 
 class MAML:
@@ -41,28 +42,18 @@ class MAML:
     def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
         cfg = self.config
         net = self.network(suite, ctx.device)
-        optimizer = torch.optim.Adam(net.params.values(), lr=cfg["meta_lr"])
-        start = 0
-        if (checkpoint := ctx.load_checkpoint()) is not None:
-            net.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            start = checkpoint["iteration"] + 1
         step = meta_gradient(
             net.loss, step_sizes(cfg["inner_lr"], cfg["inner_steps"]), adapt=self.adapted_names(net),
             first_order=cfg["first_order"], vectorize=resolve_vectorize(cfg["vectorize"], net.module, ctx.device),
             compile=cfg["compile"],
         )
-        for it in ctx.iterations(start, cfg["meta_iterations"]):
+
+        def gradient(params: Params, it: int) -> tuple[Tensor, Params]:
             tasks = suite.sample("train", cfg["meta_batch"], ctx.generator(it), cfg["train_shots"], cfg["train_query"])
             tasks = tasks.to(ctx.device)
-            loss, grads = step({k: p.detach() for k, p in net.params.items()},
-                               tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y)
-            for name, p in net.params.items():
-                p.grad = grads[name]
-            optimizer.step()
-            ctx.log(it, loss.item())
-            if ctx.checkpoint_due(it):
-                ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "optimizer": optimizer.state_dict()})
+            return step(params, tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y)
+
+        train_adam(net, ctx, cfg["meta_iterations"], cfg["meta_lr"], gradient)
         return net.state_dict()
 
     def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:

@@ -20,7 +20,8 @@ from harness import hookimpl
 from harness.finetune import best_step_sizes, step_size_for, tune_step_sizes
 from harness.functional import adapt_batch, batch_gradient, resolve_vectorize
 from harness.models import FunctionalModel
-from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
+from harness.protocols import Adapted, Params, Suite, TaskBatch, TrainContext
+from harness.training import train_adam
 
 
 class Pretrain:
@@ -58,25 +59,16 @@ class Pretrain:
     def train(self, suite: Suite, net: FunctionalModel, ctx: TrainContext) -> None:
         """Plain supervised training on every example of every sampled task (per-task losses averaged)."""
         cfg = self.config
-        optimizer = torch.optim.Adam(net.params.values(), lr=cfg["meta_lr"])
-        start = 0
-        if (checkpoint := ctx.load_checkpoint()) is not None:
-            net.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            start = checkpoint["iteration"] + 1
         step = batch_gradient(net.loss, compile=cfg["compile"])
-        for it in ctx.iterations(start, cfg["meta_iterations"]):
+
+        def gradient(params: Params, it: int) -> tuple[Tensor, Params]:
             tasks = suite.sample("train", cfg["meta_batch"], ctx.generator(it), cfg["train_shots"], cfg["train_query"])
             tasks = tasks.to(ctx.device)
             x = torch.cat([tasks.support_x, tasks.query_x], dim=1)
             y = torch.cat([tasks.support_y, tasks.query_y], dim=1)
-            loss, grads = step({k: p.detach() for k, p in net.params.items()}, self.per_task(tasks) or {}, x, y)
-            for name, p in net.params.items():
-                p.grad = grads[name]
-            optimizer.step()
-            ctx.log(it, loss.item())
-            if ctx.checkpoint_due(it):
-                ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "optimizer": optimizer.state_dict()})
+            return step(params, self.per_task(tasks) or {}, x, y)
+
+        train_adam(net, ctx, cfg["meta_iterations"], cfg["meta_lr"], gradient)
 
     def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:
         net = self.network(suite, tasks.support_x.device)
