@@ -7,12 +7,13 @@ Three variants differ in how each regressor is regularised while it trains:
 - `multitask-mean`: l2 towards the mean of the regressors trained so far, lam * |theta - mean|^2 (the first chunk,
   having no predecessors, is unregularised).
 
-Regressors train in chunks of `multitask_models / multitask_chunks`, each chunk vectorised (one vmap'd model, Adam
-on stacked parameters: the per-regressor losses are summed, so each regressor follows its own gradient); the
-running mean is updated between chunks, as the paper's sequential training did. The strength lam is "as high as
-possible without hurting each regressor's own fit": a pilot of `multitask_pilot` regressors per candidate picks the
-largest lam whose mean own-task error stays within `multitask_fit_tolerance` x the unregularised pilot's (or below
-`multitask_fit`); the pilot's errors are recorded with the run.
+Regressors train vectorised (one vmap'd model, Adam on stacked parameters: the per-regressor losses are summed, so
+each regressor follows its own gradient). The running mean needs an order, as the paper's sequential training had:
+there the regressors train in chunks of doubling size (1, 2, 4, ...), each chunk pulled towards the mean of all the
+chunks before it, so the first regressor's basin anchors the rest as it did in the paper's sequence. The strength lam
+is "as high as possible without hurting each regressor's own fit": a pilot of `multitask_pilot` regressors per
+candidate picks the largest lam whose median own-task error stays within `multitask_fit_tolerance` x the
+unregularised pilot's (or below `multitask_fit`); the pilot's errors are recorded with the run.
 """
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ class MultiTaskNoReg(Pretrain):
     description = "parameter averaging of separately trained regressors, no regularisation (paper C.1)"
     regulariser = "none"
     # 3,000 Adam steps (cosine-decayed from 3e-3) on minibatches of 25 of 1,000 points fit 86% of the regressors
-    # below the paper's 0.02 (mean 0.009, measured on 100 regressors); chunks only matter for the running mean
+    # below the paper's 0.02 (mean 0.009, measured on 100 regressors)
     defaults: Mapping[str, Any] = {
-        "multitask_models": 500, "multitask_chunks": 1, "multitask_iterations": 3000, "multitask_data": 1000,
+        "multitask_models": 500, "multitask_iterations": 3000, "multitask_data": 1000,
         "multitask_batch": 25, "multitask_lr": 3e-3, "multitask_pilot": 10, "multitask_fit": 0.02,
         "multitask_fit_tolerance": 1.25,
     }
@@ -62,18 +63,28 @@ class MultiTaskNoReg(Pretrain):
         ctx.record("regularisation_strength", strength)
         total: Params = checkpoint.get("sum", {k: torch.zeros_like(v) for k, v in net.module.state_dict().items()})
         fits: list[float] = checkpoint.get("fits", [])
-        done = len(fits)
-        size = cfg["multitask_models"] // cfg["multitask_chunks"]
-        for chunk in ctx.iterations(done, cfg["multitask_chunks"], desc="regressor chunks"):
-            mean = {k: v / (chunk * size) for k, v in total.items()} if chunk else None
+        sizes = self.chunk_sizes(cfg["multitask_models"])
+        for chunk in ctx.iterations(len(fits), len(sizes), desc="regressor chunks"):
+            trained_so_far = sum(sizes[:chunk])
+            mean = {k: v / trained_so_far for k, v in total.items()} if trained_so_far else None
             lam = 0.0 if (self.regulariser == "mean" and mean is None) else strength
-            trained, fit = self.fit_regressors(suite, ctx, ("chunk", chunk), size, [lam] * size, mean)
+            trained, fit = self.fit_regressors(suite, ctx, ("chunk", chunk), sizes[chunk], [lam] * sizes[chunk],
+                                               mean if self.regulariser == "mean" else None)
             total = {k: total[k] + trained[k].sum(0) for k in total}
-            fits.append(fit.mean().item())
+            fits.append(fit.median().item())
             ctx.log(chunk, fits[-1])
             ctx.save_checkpoint({"strength": strength, "sum": total, "fits": fits})
-        ctx.record("regressor_fit_by_chunk", fits)
-        net.load_state_dict({k: v / (size * cfg["multitask_chunks"]) for k, v in total.items()})
+        ctx.record("regressor_median_fit_by_chunk", [{"regressors": n, "median_fit": f} for n, f in zip(sizes, fits)])
+        net.load_state_dict({k: v / cfg["multitask_models"] for k, v in total.items()})
+
+    def chunk_sizes(self, models: int) -> list[int]:
+        """All regressors at once, except for the running mean: chunks of 1, 2, 4, ... (the last one cut to fit)."""
+        if self.regulariser != "mean":
+            return [models]
+        sizes: list[int] = []
+        while sum(sizes) < models:
+            sizes.append(min(2 ** len(sizes), models - sum(sizes)))
+        return sizes
 
     def choose_strength(self, suite: Suite, ctx: TrainContext) -> float:
         """The largest candidate strength whose pilot regressors still fit their own tasks; 0 without regulariser."""
@@ -81,15 +92,16 @@ class MultiTaskNoReg(Pretrain):
             return 0.0
         n = self.config["multitask_pilot"]
         free, free_fit = self.fit_regressors(suite, ctx, ("pilot", "free"), n, [0.0] * n, None)
-        target = {k: v.mean(0) for k, v in free.items()} if self.regulariser == "mean" else None
+        target = {k: v[0] for k, v in free.items()} if self.regulariser == "mean" else None  # as for the 2nd regressor
         lams = [lam for lam in STRENGTHS for _ in range(n)]
         _, fit = self.fit_regressors(suite, ctx, ("pilot", "grid"), len(lams), lams, target)
-        fits = dict(zip(STRENGTHS, fit.view(len(STRENGTHS), n).mean(1).tolist()))
-        limit = max(self.config["multitask_fit"], self.config["multitask_fit_tolerance"] * free_fit.mean().item())
+        fits = dict(zip(STRENGTHS, fit.view(len(STRENGTHS), n).median(1).values.tolist()))
+        limit = max(self.config["multitask_fit"], self.config["multitask_fit_tolerance"] * free_fit.median().item())
         ok = [lam for lam, f in fits.items() if f <= limit]
         chosen = max(ok) if ok else 0.0
-        ctx.record("regularisation_pilot", {"unregularised_fit": free_fit.mean().item(), "limit": limit,
-                                            "fit_by_strength": {str(k): v for k, v in fits.items()}, "chosen": chosen})
+        ctx.record("regularisation_pilot", {"unregularised_median_fit": free_fit.median().item(), "limit": limit,
+                                            "median_fit_by_strength": {str(k): v for k, v in fits.items()},
+                                            "chosen": chosen})
         return chosen
 
     def fit_regressors(self, suite: Suite, ctx: TrainContext, identity: tuple, n: int, lams: Sequence[float],
@@ -140,11 +152,6 @@ class MultiTaskMean(MultiTaskNoReg):
     name = "multitask-mean"
     description = "parameter averaging of regressors regularised towards the running mean (paper C.1)"
     regulariser = "mean"
-    defaults: Mapping[str, Any] = {**MultiTaskNoReg.defaults, "multitask_chunks": 5}
-    profile_defaults: Mapping[str, Mapping[str, Any]] = {
-        "smoke": {**MultiTaskNoReg.profile_defaults["smoke"], "multitask_chunks": 2},
-        "quick": MultiTaskNoReg.profile_defaults["quick"],
-    }
 
 
 @hookimpl

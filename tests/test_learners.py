@@ -129,4 +129,4 @@ def test_fine_tuning_learners_record_their_tuning(learner_cls):
     if learner_cls is MultiTaskMean:
         pilot = ctx.recorded["regularisation_pilot"]
         assert pilot["chosen"] == ctx.recorded["regularisation_strength"]
-        assert len(ctx.recorded["regressor_fit_by_chunk"]) == config["multitask_chunks"]
+        assert [c["regressors"] for c in ctx.recorded["regressor_median_fit_by_chunk"]] == [1, 2, 1]  # 4 regressors
