@@ -112,40 +112,53 @@ class CurvesFigure:
         """The figure of `frame` (rows as `curves` gives them)."""
         shots = sorted(frame.shots.unique())
         learners = sorted(frame.learner.unique())
-        fig = new_figure(1.5 + 3.6 * len(shots), 4.2)
+        fig = new_figure(3.5 + 3.6 * len(shots), 4.2)
         axes = fig.subplots(1, len(shots), sharey=True, squeeze=False)[0]
         for ax, k in zip(axes, shots):
             for i, learner in enumerate(learners):
                 _curve(ax, frame[(frame.shots == k) & (frame.learner == learner)].sort_values("step"), learner,
-                       f"C{i}")
+                       f"C{i}", k)
             ax.set_title(f"K = {k}")
             ax.set_yscale("log" if self.log_y else "linear")
             ax.set_xlabel("gradient steps at test time")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
         axes[0].set_ylabel(f"{self.metric} (mean over test tasks)")
+        if self.log_y:  # keep every learner readable when one explodes: up to 10x the worst pre-update error
+            finite = frame["mean"][np.isfinite(frame["mean"]) & (frame["mean"] > 0)]
+            axes[0].set_ylim(0.5 * finite.min(), 10 * frame["mean"][frame.step == 0].max())
+        labels: dict[str, tuple] = {}  # one legend entry per learner, naming every panel where it diverged
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                learner, _, note = label.partition(" (")
+                old = labels.get(learner, (handle, []))
+                labels[learner] = (old[0], old[1] + ([note.rstrip(")")] if note else []))
+        fig.legend([h for h, _ in labels.values()],
+                   [f"{name} ({'; '.join(notes)})" if notes else name for name, (_, notes) in labels.items()],
+                   loc="outside right center", fontsize="small")
         fig.suptitle(self.title)
         fig.text(0.5, 0, _footnote(frame), ha="center", va="bottom", fontsize="x-small", wrap=True)
         fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
         return fig
 
 
-def _curve(ax: Axes, rows: pd.DataFrame, learner: str, color: str) -> None:
+def _curve(ax: Axes, rows: pd.DataFrame, learner: str, color: str, shots: int) -> None:
     """One learner's line and band in `ax`; infinite means are left out and named in the label."""
     finite = rows[np.isfinite(rows["mean"])]
     diverged = [int(s) for s in rows.step[~np.isfinite(rows["mean"])]]
     steps = finite.step.to_numpy()
     ax.plot(steps, finite["mean"], "o-", color=color, markersize=3,
-            label=diverged_label(learner, diverged, int(rows.step.max())))
+            label=diverged_label(learner, diverged, int(rows.step.max())).replace(")", f", K = {shots})"))
     ax.fill_between(steps, finite["mean"] - finite.ci95, finite["mean"] + finite.ci95, color=color, alpha=0.2,
                     linewidth=0)
 
 
 def _footnote(frame: pd.DataFrame) -> str:
-    """What the figure is drawn from: test tasks, profiles and seeds of every learner."""
+    """What the figure is drawn from: test tasks, profiles and seeds, learners sharing them named together."""
     runs = frame.drop_duplicates("learner").sort_values("learner")
-    made = "; ".join(f"{r.learner}: {r.profile} profile, seeds {r.seeds}, {r.n} test tasks" for r in runs.itertuples())
+    groups = runs.groupby(["profile", "seeds", "n"], sort=False).learner.apply(", ".join)
+    made = "; ".join(f"{names}: {profile} profile, seeds {seeds}, {n} test tasks"
+                     for (profile, seeds, n), names in groups.items())
     return f"Line: mean over test tasks (seeds pooled per task); band: 95% interval. {made}."
 
 

@@ -129,6 +129,25 @@ def _wide(frame: pd.DataFrame, spec: TableSpec, text: Callable[[pd.Series], str]
     return tabulate(wide.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)
 
 
+def _orderings(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
+    """Per paper column: the paper's rows ordered by the paper's values and by ours (worst first), and whether the
+    two orders agree. Only cells where both values exist take part."""
+    both = frame.dropna(subset=["paper", "mean"])
+    lines = []
+    for (setting, column), cells in both.groupby(["setting", "column"], sort=False):
+        if len(cells) < 2:
+            continue
+        worst_first = not spec.lower_is_better
+        paper = cells.sort_values("paper", ascending=worst_first).row.tolist()
+        ours = cells.sort_values("mean", ascending=worst_first).row.tolist()
+        verdict = "the same order" if paper == ours else "a different order"
+        lines.append(f"- {setting}, {column}: paper {' > '.join(paper)}; ours {' > '.join(ours)} ({verdict})")
+    if not lines:
+        return []
+    return ["", f"Order of the paper's rows by {spec.metric}, largest first (ties within intervals still count):",
+            "", *lines]
+
+
 def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     """The wide, human view: "ours ± ci (paper)" per cell, the robust view, paired differences, and the commands."""
     def cell(r: pd.Series) -> str:
@@ -145,6 +164,7 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
         return "\n".join(lines) + "\n"
     lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can dominate a "
               "mean):", "", _wide(ran, spec, lambda r: f"{fmt(r['median'])} / {r['over_10x_median']}")]
+    lines += _orderings(spec, frame)
     paired = ran.dropna(subset=["paired_diff"])
     if len(paired):
         lines += ["", f"Paired difference from {spec.paired_with} on the identical test tasks (row minus "

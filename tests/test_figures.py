@@ -83,9 +83,10 @@ def test_curves_leave_out_diverged_steps_and_name_them(tmp_path):
     b = frame[frame.learner == "b"].set_index("step")["mean"]
     assert math.isfinite(b[1]) and b[2] == b[3] == math.inf
     spec = CurvesFigure("curves", "test curves", "sinusoid", "mse")
-    (ax,) = spec.draw(frame).axes
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["a", "b (diverged at steps ≥ 2)"]
+    fig = spec.draw(frame)
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0] == "a" and labels[1].startswith("b (diverged at steps ≥ 2, K = ")
     assert list(ax.lines[1].get_xdata()) == [0, 1]
     assert_png(spec.make(store, tmp_path, registry(), tmp_path / "figures", None))
     store.close()
