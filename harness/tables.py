@@ -171,7 +171,7 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
                   f"{spec.paired_with}, mean ± 95% interval; an interval above 0: {spec.paired_with} is better):", "",
                   _wide(paired, spec, lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["n"],
                                                          int(not np.isfinite(r["paired_diff"]))))]
-    lines += ["", "Produced by:", ""]
+    lines += ["", "Written by `python -m harness report` from these runs:", ""]
     keys = ["learner", "command", "profile", "seeds", "device", "git_commit", "train_seconds"]
     for values, _ in ran.groupby(keys, sort=False, dropna=False):
         run = dict(zip(keys, values))
