@@ -11,27 +11,36 @@ from plugins.sinusoid import Sinusoid
 FIRST_BATCH = {}
 
 
+class Untrained:
+    """A learner that trains nothing: its state is the suite's freshly initialised model."""
+
+    name = "untrained"
+    description = "returns its initial weights"
+    defaults = {}
+
+    def __init__(self, config):
+        self.config = config
+
+    @classmethod
+    def applies_to(cls, suite):
+        return True
+
+    def meta_train(self, suite, ctx):
+        return suite.make_model().state_dict()
+
+    def adapt(self, suite, state, tasks, steps):
+        return iter(())
+
+
 def recorder(learner_name):
-    class Recorder:
-        """Trains nothing: returns its initial weights and records its first training batch."""
+    class Recorder(Untrained):
+        """Also records its first training batch."""
 
         name = learner_name
-        description = "records what the runner gives it"
-        defaults = {}
-
-        def __init__(self, config):
-            self.config = config
-
-        @classmethod
-        def applies_to(cls, suite):
-            return True
 
         def meta_train(self, suite, ctx):
             FIRST_BATCH[self.name, ctx.seed] = suite.sample("train", 3, ctx.generator(0), 5, 5).support_x
-            return suite.make_model().state_dict()
-
-        def adapt(self, suite, state, tasks, steps):
-            return iter(())
+            return super().meta_train(suite, ctx)
 
     return Recorder
 
@@ -51,22 +60,10 @@ def test_learners_with_the_same_seed_share_initial_weights_and_training_tasks(tm
     assert not torch.equal(FIRST_BATCH["a", 0], FIRST_BATCH["a", 1])
 
 
-class Exploding:
+class Exploding(Untrained):
     """A learner whose adaptation blows up after the first step: its scores must be kept, not dropped."""
 
     name = "exploding"
-    description = "diverges at test time"
-    defaults = {}
-
-    def __init__(self, config):
-        self.config = config
-
-    @classmethod
-    def applies_to(cls, suite):
-        return True
-
-    def meta_train(self, suite, ctx):
-        return suite.make_model().state_dict()
 
     def adapt(self, suite, state, tasks, steps):
         from torch.func import functional_call
