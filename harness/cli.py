@@ -1,4 +1,4 @@
-"""`python -m harness run | report | tasks | list`.
+"""`python -m harness run | report | tasks | check | list`.
 
 Bad input: one line on stderr naming the problem and the fix, exit status 2."""
 from __future__ import annotations
