@@ -1,4 +1,4 @@
-"""`python -m harness run | report | tasks | check | list`.
+"""`python -m harness run | report | tasks | check | data | list`.
 
 Bad input: one line on stderr naming the problem and the fix, exit status 2."""
 from __future__ import annotations
@@ -198,6 +198,22 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
     return 1 if problems else 0
 
 
+def cmd_data(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    """Prepare a dataset from its raw archives into the cache."""
+    from harness.data import cache_dir, data_dir
+
+    if args.name not in reg.datasets:
+        known = ", ".join(sorted(reg.datasets)) or "none installed"
+        raise UsageError(f"unknown dataset {args.name!r}; known datasets: {known}")
+    cache = _writable_dir(cache_dir(args.cache), "--cache")
+    source = data_dir(args.data_dir, args.cache)
+    if not source.is_dir():
+        raise UsageError(f"data directory {source} does not exist; pass --data-dir or set HARNESS_DATA to the folder "
+                         f"that holds the raw {args.name} archives")
+    print(reg.datasets[args.name].obj.prepare(source, cache))
+    return 0
+
+
 def _unknown_table(name: str, reg: Registry) -> NoReturn:
     raise UsageError(f"unknown table {name!r}; known tables: {', '.join(sorted(reg.tables))}")
 
@@ -213,6 +229,8 @@ def cmd_list(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> in
         rows.append(["table", name, p.dist, "suite: " + p.obj.suite, p.obj.title])
     for name, p in sorted(reg.figures.items()):
         rows.append(["figure", name, p.dist, "suite: " + p.obj.suite, p.obj.title])
+    for name, p in sorted(reg.datasets.items()):
+        rows.append(["dataset", name, p.dist, "data prepare " + name, p.obj.description])
     print(tabulate(rows, headers=["kind", "name", "plugin", "scope", "description"],
                    tablefmt="github"))
     for failure in reg.failures:
@@ -264,6 +282,15 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--update", action="store_true", help="record the scores as the reference instead of comparing")
     check.add_argument("--quiet", action="store_true", help="no progress bars")
     check.set_defaults(fn=cmd_check)
+    data = sub.add_parser("data", help="prepare a dataset (extract, verify, cache) for the suites that read it")
+    data_sub = data.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    prepare = data_sub.add_parser("prepare", help="extract and verify a dataset's archives into the cache")
+    prepare.add_argument("name", help="a dataset name, e.g. omniglot")
+    prepare.add_argument("--data-dir", type=Path, default=None, help="where the raw archives are (default: "
+                         "$HARNESS_DATA, else <cache>/data)")
+    prepare.add_argument("--cache", type=Path, default=None, help="writable cache (default: $HARNESS_CACHE, else "
+                         "~/.cache/maml-harness)")
+    prepare.set_defaults(fn=cmd_data)
     lst = sub.add_parser("list", help="list the installed suites, learners, tables and figures with their plugins")
     lst.set_defaults(fn=cmd_list)
     return top

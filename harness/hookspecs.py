@@ -40,3 +40,10 @@ def harness_tables() -> Sequence[TableSpec]:
 @hookspec
 def harness_figures() -> Sequence[FigureSpec]:
     """Figures (`harness.figures.FigureSpec`) this plugin knows how to draw from the results store (names unique)."""
+
+
+@hookspec
+def harness_datasets() -> Sequence[object]:
+    """Datasets this plugin can prepare: objects with `name`, `description` and `prepare(data: Path, cache: Path)
+    -> Path` (read raw archives from `data`, write the prepared dataset under `cache`, return its folder; bad or
+    missing input is a `harness.errors.UsageError` saying what to put where)."""

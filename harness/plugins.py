@@ -33,6 +33,7 @@ class Registry:
     suites: dict[str, Provided] = field(default_factory=dict)
     tables: dict[str, Provided] = field(default_factory=dict)
     figures: dict[str, Provided] = field(default_factory=dict)
+    datasets: dict[str, Provided] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     def learner(self, name: str) -> Any:
@@ -83,6 +84,7 @@ def registry() -> Registry:
         (pm.hook.harness_suites, reg.suites, lambda obj: obj.name),
         (pm.hook.harness_tables, reg.tables, lambda obj: obj.name),
         (pm.hook.harness_figures, reg.figures, lambda obj: obj.name),
+        (pm.hook.harness_datasets, reg.datasets, lambda obj: obj.name),
     ]
     for hook, into, name_of in hooks:
         for impl in hook.get_hookimpls():

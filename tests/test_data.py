@@ -1,0 +1,64 @@
+"""Dataset preparation: safe, atomic extraction, clear errors, and the real Omniglot (via HARNESS_DATA, as in CI)."""
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.data import build_atomically, extract_zip
+from harness.errors import UsageError
+from plugins.omniglot import OmniglotData
+
+REAL_DATA = os.environ.get("HARNESS_DATA")
+
+
+def test_zip_slip_members_are_refused_and_nothing_is_written(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("fine.txt", "ok")
+        z.writestr("../escaped.txt", "bad")
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(UsageError, match="outside the target folder"):
+        extract_zip(archive, target)
+    assert not (tmp_path / "escaped.txt").exists() and list(target.iterdir()) == []
+
+
+def test_a_corrupt_archive_is_a_usage_error(tmp_path):
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UsageError, match="not a readable zip archive"):
+        extract_zip(tmp_path / "bad.zip", tmp_path)
+
+
+def test_a_failed_build_leaves_no_folder(tmp_path):
+    def fail(tmp: Path) -> None:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        build_atomically(tmp_path / "dataset", fail)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_omniglot_says_what_to_put_where(tmp_path, capsys):
+    code = main(["data", "prepare", "omniglot", "--data-dir", str(tmp_path), "--cache", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "images_background.zip and images_evaluation.zip" in err
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert main(["data", "prepare", "mnist", "--cache", str(tmp_path / "cache")]) == 2
+
+
+@pytest.mark.skipif(not REAL_DATA, reason="set HARNESS_DATA to the folder holding omniglot/ (CI does)")
+def test_real_omniglot_is_prepared_verified_and_cached(tmp_path, capsys):
+    args = ["data", "prepare", "omniglot", "--data-dir", REAL_DATA, "--cache", str(tmp_path)]
+    assert main(args) == 0
+    prepared = Path(capsys.readouterr().out.strip())
+    images, characters = OmniglotData.load(prepared)
+    assert images.shape == (1623, 20, 28, 28) and images.dtype == torch.uint8
+    assert set(images.unique().tolist()) == {0, 1} and 0.03 < images.float().mean() < 0.2  # ink is sparse
+    assert len(characters) == len(set(characters)) == 1623
+    assert len({c.split("/")[1] for c in characters}) == 50
+    assert main(args) == 0  # a second prepare reuses the cache
