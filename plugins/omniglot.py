@@ -17,8 +17,13 @@ from PIL import Image
 from harness import hookimpl
 from harness.data import build_atomically, extract_zip
 from harness.errors import UsageError
+from harness.seeding import generator
 
 ARCHIVES = ("images_background.zip", "images_evaluation.zip")
+SPLIT = Path(__file__).parent / "reference" / "omniglot-split.json"
+"""The committed class split: character names per split ("train", "val", "test")."""
+SPLIT_SIZES = {"train": 1100, "val": 100, "test": 423}
+"""Paper: 1,200 characters for meta-training (here 100 of them held out for validation), the other 423 for testing."""
 ALPHABETS, CHARACTERS, DRAWINGS = 50, 1623, 20
 SIZE = 28
 
@@ -64,6 +69,23 @@ class OmniglotData:
         """(images uint8 [1623, 20, 28, 28] with 1 = ink, character names) of a prepared folder."""
         images = torch.load(prepared / "omniglot28.pt", weights_only=True)
         return images, json.loads((prepared / "characters.json").read_text())
+
+
+def make_split(characters: list[str]) -> dict[str, list[str]]:
+    """The class split: a permutation of the sorted character names seeded by ("omniglot", "split"), cut into
+    `SPLIT_SIZES`, irrespective of alphabet (as the paper did). Committed as `SPLIT`; tests check it is reproducible."""
+    names = sorted(characters)
+    order = torch.randperm(len(names), generator=generator("omniglot", "split")).tolist()
+    out, start = {}, 0
+    for split, size in SPLIT_SIZES.items():
+        out[split] = sorted(names[i] for i in order[start:start + size])
+        start += size
+    return out
+
+
+def load_split() -> dict[str, list[str]]:
+    """The committed class split."""
+    return json.loads(SPLIT.read_text())
 
 
 def _small(path: Path) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 from harness.cli import main
 from harness.data import build_atomically, extract_zip
 from harness.errors import UsageError
-from plugins.omniglot import OmniglotData
+from plugins.omniglot import SPLIT_SIZES, OmniglotData, load_split, make_split
 
 REAL_DATA = os.environ.get("HARNESS_DATA")
 
@@ -62,3 +62,14 @@ def test_real_omniglot_is_prepared_verified_and_cached(tmp_path, capsys):
     assert len(characters) == len(set(characters)) == 1623
     assert len({c.split("/")[1] for c in characters}) == 50
     assert main(args) == 0  # a second prepare reuses the cache
+    assert load_split() == make_split(characters)  # the committed manifest is the reproducible split of these data
+    assert set().union(*load_split().values()) == set(characters)
+
+
+def test_committed_split_has_no_test_character_in_training():
+    split = load_split()
+    assert {k: len(v) for k, v in split.items()} == SPLIT_SIZES
+    train, val, test = (set(split[k]) for k in ("train", "val", "test"))
+    assert not (train & test) and not (val & test) and not (train & val)
+    alphabets = {name.split("/")[1] for name in test}
+    assert len(alphabets) > 20  # drawn irrespective of alphabet, so the test classes span many alphabets
