@@ -28,10 +28,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `python -m harness {self.prog.split()[-1]} --help`)")
 
 
-def _names(text: str, what: str) -> list[str]:
+def _names(text: str, what: str, example: str = "maml,fomaml") -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise UsageError(f"--{what} is empty; give a comma-separated list, e.g. --{what} maml,fomaml")
+        raise UsageError(f"--{what} is empty; give a comma-separated list, e.g. --{what} {example}")
     return names
 
 
@@ -59,8 +59,9 @@ def _writable_dir(path: Path, flag: str) -> Path:
 
 
 def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
-    specs = [runner.RunSpec(args.suite, learner, args.profile, seed, args.device, parse_assignments(args.set))
-             for learner in _names(args.learners, "learners") for seed in _seeds(args.seeds)]
+    settings = _names(args.setting, "setting", "5way-1shot,20way-5shot") if args.setting is not None else [None]
+    specs = [runner.RunSpec(args.suite, learner, args.profile, seed, args.device, parse_assignments(args.set), setting)
+             for setting in settings for learner in _names(args.learners, "learners") for seed in _seeds(args.seeds)]
     prepared = runner.plan(specs, reg)
     out = _writable_dir(args.out, "--out")
     store = Store(out)
@@ -219,7 +220,7 @@ def _unknown_table(name: str, reg: Registry) -> NoReturn:
 
 
 def cmd_list(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
-    rows = [["suite", name, p.dist, "profiles: " + ", ".join(p.obj.profiles), _first_line(p.obj.__doc__)]
+    rows = [["suite", name, p.dist, _suite_scope(p.obj), _first_line(p.obj.__doc__)]
             for name, p in sorted(reg.suites.items())]
     for name, p in sorted(reg.learners.items()):
         applies = [s for s, suite in sorted(reg.suites.items()) if p.obj.applies_to(suite.obj)]
@@ -238,6 +239,11 @@ def cmd_list(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> in
     return 0
 
 
+def _suite_scope(suite: type) -> str:
+    settings = getattr(suite, "settings", {})
+    return "profiles: " + ", ".join(suite.profiles) + ("; settings: " + ", ".join(settings) if settings else "")
+
+
 def _first_line(doc: str | None) -> str:
     return doc.strip().splitlines()[0] if doc else ""
 
@@ -249,6 +255,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", required=True, help="a suite name (see `list`)")
     run.add_argument("--learners", required=True, help="comma-separated learner names, e.g. maml,fomaml")
     run.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    run.add_argument("--setting", default=None,
+                     help="comma-separated settings of the suite, e.g. 5way-1shot,20way-5shot (see `list`; default: "
+                          "the suite's first)")
     run.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     run.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")

@@ -15,9 +15,8 @@ from harness.seeding import generator
 def frozen_tasks(suite: Suite, split: str, n_tasks: int, shots: int, query: int) -> TaskBatch:
     """Tasks 0..n_tasks-1 of `split`, task i drawn from a generator seeded by (suite, split, i) alone: the same for
     every learner, run and seed, and task i does not depend on `n_tasks`."""
-    tasks = [suite.sample(split, 1, generator(suite.name, split, i), shots, query) for i in range(n_tasks)]
-    cat = lambda field: None if getattr(tasks[0], field) is None else torch.cat([getattr(t, field) for t in tasks])
-    return TaskBatch(*(cat(f) for f in ("support_x", "support_y", "query_x", "query_y", "features")))
+    return TaskBatch.cat([suite.sample(split, 1, generator(suite.name, split, i), shots, query)
+                          for i in range(n_tasks)])
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Fine-tuning at test time with a step size tuned on validation tasks: what the non-meta-learned baselines do.
 
 Tuning is part of meta-training: for each shot count of the test protocol, every step size of a grid fine-tunes the
-trained model on frozen validation tasks (split "val", never the test tasks), and the one with the lowest validation
-error, averaged over steps 1..`eval_steps`, is kept with the trained state.
+trained model on frozen validation tasks (split "val", never the test tasks), and the one with the best validation
+score (the suite's metric, averaged over steps 1..`eval_steps`) is kept with the trained state.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def validation_error(
     query_x: Tensor, query_y: Tensor, lr: float, steps: int, adapt: Sequence[str] | None = None,
     per_task: Params | None = None,
 ) -> float:
-    """Mean error over tasks and steps 1..`steps` of fine-tuning with step size `lr` (+inf if it diverges)."""
+    """Mean score over tasks and steps 1..`steps` of fine-tuning with step size `lr` (the worst value, +inf or -inf by
+    the suite's direction, if it diverges)."""
     errors = []
     for step, adapted in enumerate(adapt_batch(loss_fn, params, support_x, support_y, [lr] * steps, adapt=adapt,
                                                per_task=per_task)):
@@ -34,29 +35,31 @@ def validation_error(
             with torch.no_grad():
                 errors.append(suite.score(vmap(forward)(adapted, query_x), query_y).mean().item())
     mean = sum(errors) / len(errors)
-    return mean if math.isfinite(mean) else math.inf
+    return mean if math.isfinite(mean) else (math.inf if suite.lower_is_better else -math.inf)
 
 
 def tune_step_sizes(
     suite: Suite, config: Mapping, loss_fn: LossFn, forward: Forward, params: Params,
     adapt: Sequence[str] | None = None, features: bool = False, grid: Sequence[float] = STEP_SIZES,
 ) -> dict[int, dict[float, float]]:
-    """For each shot count of `config["eval_shots"]`: the validation error of every step size of `grid`.
+    """For each shot count of `config["eval_shots"]`: the validation score of every step size of `grid`.
 
     With `features`, each task's features are passed to the model as the per-task parameter "task_features"."""
     shots = list(config["eval_shots"])
     device = next(iter(params.values())).device
     tasks = frozen_tasks(suite, "val", config["val_tasks"], max(shots), config["eval_query"]).to(device)
     per_task = {"task_features": tasks.features} if features else None
-    return {k: {lr: validation_error(suite, loss_fn, forward, params, tasks.support_x[:, :k], tasks.support_y[:, :k],
-                                     tasks.query_x, tasks.query_y, lr, config["eval_steps"], adapt, per_task)
+    return {k: {lr: validation_error(suite, loss_fn, forward, params, (support := tasks.shots(k)).support_x,
+                                     support.support_y, tasks.query_x, tasks.query_y, lr, config["eval_steps"], adapt,
+                                     per_task)
                 for lr in grid}
             for k in shots}
 
 
-def best_step_sizes(errors: Mapping[int, Mapping[float, float]]) -> Tensor:
-    """[[shots, step size], ...] of the lowest validation error per shot count: a plain tensor for a state_dict."""
-    return torch.tensor([[k, min(by_lr, key=by_lr.get)] for k, by_lr in errors.items()], dtype=torch.float64)
+def best_step_sizes(scores: Mapping[int, Mapping[float, float]], lower_is_better: bool = True) -> Tensor:
+    """[[shots, step size], ...] of the best validation score per shot count: a plain tensor for a state_dict."""
+    best = min if lower_is_better else max
+    return torch.tensor([[k, best(by_lr, key=by_lr.get)] for k, by_lr in scores.items()], dtype=torch.float64)
 
 
 def step_size_for(table: Tensor, shots: int) -> float:

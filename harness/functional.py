@@ -3,10 +3,13 @@
 A model is a `LossFn` over a parameter dict (see `task_loss`), so the same code adapts an MLP, a conv net or a
 policy. Second order by default; `first_order=True` detaches the inner gradient. `adapt` names the parameters the
 inner loop may change (all of them when None). The tasks of a batch run under `torch.func.vmap` or in a Python
-loop (`vectorize`: "auto" | "vmap" | "loop"); both give the same numbers.
+loop (`vectorize`: "auto" | "vmap" | "loop"); both give the same numbers (to rounding). For meta-training, "auto"
+times both on the first batch and keeps the faster (`fastest_meta_gradient`); for adaptation without a meta-gradient
+it takes vmap, which was faster for every model and device measured (`benchmarks/`).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
@@ -26,14 +29,11 @@ def task_loss(model: nn.Module, loss: Callable[[Tensor, Tensor], Tensor]) -> Los
     return lambda params, x, y: loss(functional_call(model, params, (x,)), y)
 
 
-def resolve_vectorize(mode: str, model: nn.Module, device: torch.device | str) -> str:
-    """"vmap" or "loop" for `mode`; "auto" takes the loop only for convolutions on a CPU (arithmetic-bound there)."""
+def resolve_vectorize(mode: str) -> str:
+    """"vmap" or "loop" for adaptation (no meta-gradient): "auto" takes vmap."""
     if mode not in VECTORIZE:
         raise ValueError(f"vectorize must be one of {', '.join(VECTORIZE)}, not {mode!r}")
-    if mode != "auto":
-        return mode
-    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return "loop" if has_conv and torch.device(device).type == "cpu" else "vmap"
+    return "vmap" if mode == "auto" else mode
 
 
 def step_sizes(lr: float, steps: int, later_lr: float | None = None) -> list[float]:
@@ -107,6 +107,41 @@ def meta_gradient(
         return loss.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
 
     return torch.compile(functional, dynamic=False) if compile else eager
+
+
+def milliseconds(fn: Callable[..., object], *args: object, repeats: int = 2) -> float:
+    """The fastest of `repeats` timed calls of `fn(*args)` after one warm-up call, in ms."""
+    fn(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return min(times) * 1000
+
+
+def fastest_meta_gradient(
+    loss_fn: LossFn, lrs: Sequence[float], adapt: Collection[str] | None = None, first_order: bool = False,
+    vectorize: str = "auto", compile: bool = False,
+    on_choice: Callable[[str, dict[str, float]], None] = lambda mode, ms: None,
+) -> MetaGradient:
+    """`meta_gradient` with `vectorize` resolved: "auto" times vmap and loop on the first call's batch (warm-up plus
+    two calls each), keeps the faster for every later call, and reports (choice, ms by mode) to `on_choice`.
+    Compiled, "auto" takes vmap (compiling the loop unrolls it over the meta-batch)."""
+    if vectorize != "auto" or compile:
+        mode = "vmap" if vectorize == "auto" else vectorize
+        return meta_gradient(loss_fn, lrs, adapt, first_order, mode, compile)
+    candidates = {mode: meta_gradient(loss_fn, lrs, adapt, first_order, mode) for mode in ("vmap", "loop")}
+    chosen: list[str] = []
+
+    def step(params: Params, *data: Tensor) -> tuple[Tensor, Params]:
+        if not chosen:
+            ms = {mode: milliseconds(fn, params, *data) for mode, fn in candidates.items()}
+            chosen.append(min(ms, key=ms.__getitem__))
+            on_choice(chosen[0], ms)
+        return candidates[chosen[0]](params, *data)
+
+    return step
 
 
 def batch_gradient(loss_fn: LossFn, compile: bool = False) -> Callable[..., tuple[Tensor, Params]]:

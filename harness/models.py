@@ -22,11 +22,13 @@ class FunctionalModel:
     """`suite.make_model(extra_inputs=...)` plus an optional learned context vector, as pure functions of params.
 
     `params` are the trainable tensors (the model's parameters and, with `context_size`, "context" initialised to
-    zeros); `weights` names the model's own parameters (what fine-tuning adapts)."""
+    zeros); `weights` names the model's own parameters (what fine-tuning adapts); `outputs` is passed to
+    `Suite.make_model` (e.g. a classifier over all training classes)."""
 
-    def __init__(self, suite: Suite, device: torch.device | str, context_size: int = 0, features: int = 0) -> None:
+    def __init__(self, suite: Suite, device: torch.device | str, context_size: int = 0, features: int = 0,
+                 outputs: int | None = None) -> None:
         self.suite = suite
-        self.module: nn.Module = suite.make_model(extra_inputs=context_size + features).to(device)
+        self.module: nn.Module = suite.make_model(extra_inputs=context_size + features, outputs=outputs).to(device)
         self.weights = [name for name, _ in self.module.named_parameters()]
         self.params: Params = dict(self.module.named_parameters())
         if context_size:
@@ -54,3 +56,17 @@ class FunctionalModel:
         if "context" in self.params:
             with torch.no_grad():
                 self.params["context"].copy_(state["context"])
+
+    def load_body(self, source: FunctionalModel) -> list[str]:
+        """Copy every weight of `source` whose shape matches; zero the others (the output layer, where `source` was
+        built with other `outputs`: a fresh head). Returns the names of the zeroed weights."""
+        fresh = []
+        with torch.no_grad():
+            for name, param in self.module.named_parameters():
+                theirs = source.params.get(name)
+                if theirs is not None and theirs.shape == param.shape:
+                    param.copy_(theirs)
+                else:
+                    param.zero_()
+                    fresh.append(name)
+        return fresh

@@ -6,8 +6,8 @@ neither.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -22,9 +22,12 @@ Forward = Callable[[Params, Tensor], Tensor]
 
 @dataclass(frozen=True)
 class TaskBatch:
-    """Supervised tasks stacked along dimension 0: support (the K examples to adapt on) and query (to score on).
+    """Supervised tasks stacked along dimension 0: support (the examples to adapt on) and query (to score on).
 
-    `features` holds each task's true parameters (e.g. sinusoid amplitude and phase) for learners that may see them.
+    The support set is ordered shot by shot: `ways` examples per shot (one per class for N-way classification, one
+    for regression), so the first k shots are a prefix. `features` holds each task's true parameters (e.g. sinusoid
+    amplitude and phase) for learners that may see them; `support_classes` / `query_classes` hold, for
+    classification, each example's class among all classes of its split (what a pretrained classifier learns).
     """
 
     support_x: Tensor
@@ -32,18 +35,42 @@ class TaskBatch:
     query_x: Tensor
     query_y: Tensor
     features: Tensor | None = None
+    support_classes: Tensor | None = None
+    query_classes: Tensor | None = None
+    ways: int = 1
+
+    TENSORS: ClassVar[tuple[str, ...]] = ("support_x", "support_y", "query_x", "query_y", "features",
+                                          "support_classes", "query_classes")
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
 
+    @property
+    def n_shots(self) -> int:
+        """Support examples per class (per task for regression)."""
+        return self.support_x.shape[1] // self.ways
+
     def shots(self, k: int) -> TaskBatch:
-        """The same tasks with only the first `k` support examples (test tasks nest: 5-shot is a prefix of 20-shot)."""
-        return TaskBatch(self.support_x[:, :k], self.support_y[:, :k], self.query_x, self.query_y, self.features)
+        """The same tasks with only the first `k` shots of support (test tasks nest: 5-shot is a prefix of 20-shot)."""
+        n = k * self.ways
+        cut = lambda t: None if t is None else t[:, :n]
+        return replace(self, support_x=self.support_x[:, :n], support_y=self.support_y[:, :n],
+                       support_classes=cut(self.support_classes))
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> TaskBatch:
+        """`fn` applied to every tensor field."""
+        return replace(self, **{f: fn(t) for f in self.TENSORS if (t := getattr(self, f)) is not None})
 
     def to(self, device: torch.device | str) -> TaskBatch:
-        move = lambda t: None if t is None else t.to(device)
-        tensors = (self.support_x, self.support_y, self.query_x, self.query_y, self.features)
-        return TaskBatch(*(move(t) for t in tensors))
+        return self.map(lambda t: t.to(device))
+
+    @staticmethod
+    def cat(batches: Sequence[TaskBatch]) -> TaskBatch:
+        """Batches of the same suite and sizes joined along the task dimension."""
+        first = batches[0]
+        joined = {f: torch.cat([getattr(b, f) for b in batches]) for f in TaskBatch.TENSORS
+                  if getattr(first, f) is not None}
+        return replace(first, **joined)
 
 
 @dataclass(frozen=True)
@@ -74,14 +101,24 @@ class Suite(Protocol):
 
     name: ClassVar[str]
     kind: ClassVar[str]  # "supervised" | "rl"
+    problem: ClassVar[str]  # supervised suites: "regression" | "classification"
     metric: ClassVar[str]  # the name of what `score` measures, e.g. "mse" or "accuracy"
+    lower_is_better: ClassVar[bool]  # the direction of `metric`
     feature_names: ClassVar[tuple[str, ...]]  # names of the columns of `TaskBatch.features`; () when there are none
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
+    # optional: `settings: ClassVar[Mapping[str, Mapping[str, Any]]]`, named variants of the problem (e.g. 5-way
+    # 1-shot), each a config layer applied before the profile; the first is the default
 
     def __init__(self, config: Mapping[str, Any]) -> None: ...
 
-    def make_model(self, extra_inputs: int = 0) -> nn.Module:
-        """A freshly initialised model (from the global RNG: the runner seeds it); `extra_inputs` widens the input."""
+    @property
+    def pooled_classes(self) -> int:
+        """Classification: the number of distinct classes of the "train" split (the output size of a classifier
+        trained on all of them, as `TaskBatch.support_classes` numbers them); 0 for regression."""
+
+    def make_model(self, extra_inputs: int = 0, outputs: int | None = None) -> nn.Module:
+        """A freshly initialised model (from the global RNG: the runner seeds it); `extra_inputs` widens the input;
+        `outputs` replaces the output size of a task (e.g. `pooled_classes` for a classifier over all classes)."""
 
     def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
         """One task's inputs `x` with the vector `extra` appended to each (as features, or as channels of an image)."""

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ class RunSpec:
     seed: int = 0
     device: str = "cpu"
     overrides: Mapping[str, str] = field(default_factory=dict)
+    setting: str | None = None  # one of the suite's `settings` (None: its first); suites without settings take None
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,9 @@ def prepare(spec: RunSpec, registry: Registry) -> PreparedRun:
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     learner_profile = getattr(learner_cls, "profile_defaults", {}).get(spec.profile, {})
-    config = configuration.merge(configuration.RUNTIME_DEFAULTS, suite_cls.profiles[spec.profile],
-                                 learner_cls.defaults, learner_profile, overrides=spec.overrides)
+    config = configuration.merge(configuration.RUNTIME_DEFAULTS, setting_layer(suite_cls, spec),
+                                 suite_cls.profiles[spec.profile], learner_cls.defaults, learner_profile,
+                                 overrides=spec.overrides)
     configuration.validate_positive(config)
     if config["compile"] and spec.device == "cpu" and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
         raise UsageError("compile=true needs a C compiler for torch.compile on the CPU; install gcc, "
@@ -86,14 +88,31 @@ def prepare(spec: RunSpec, registry: Registry) -> PreparedRun:
     if not learner_cls.applies_to(suite_cls):
         raise UsageError(f"learner {spec.learner} does not apply to suite {spec.suite}; "
                          "`python -m harness list` shows which learner applies to which suite")
+    spec = replace(spec, setting=spec.setting or next(iter(getattr(suite_cls, "settings", {})), None))
     return PreparedRun(spec, suite_cls(config), learner_cls(config), config, run_id(spec, config))
+
+
+def setting_layer(suite: type[Suite], spec: RunSpec) -> Mapping[str, Any]:
+    """The config layer of `spec.setting` (the suite's first setting when None)."""
+    settings: Mapping[str, Mapping[str, Any]] = getattr(suite, "settings", {})
+    if not settings:
+        if spec.setting is not None:
+            raise UsageError(f"suite {spec.suite} has no settings; leave out --setting {spec.setting}")
+        return {}
+    if spec.setting is None:
+        return next(iter(settings.values()))
+    if spec.setting not in settings:
+        raise UsageError(f"unknown setting {spec.setting!r} for suite {spec.suite}; choose one of "
+                         f"{', '.join(settings)}")
+    return settings[spec.setting]
 
 
 def run_id(spec: RunSpec, config: Mapping[str, Any]) -> str:
     """A readable, stable identity: the same spec and config always give the same id."""
     hashed = {k: v for k, v in config.items() if k not in configuration.UNHASHED}
     digest = hashlib.sha256(json.dumps([hashed, spec.device], sort_keys=True).encode()).hexdigest()[:10]
-    return f"{spec.suite}-{spec.learner}-{spec.profile}-s{spec.seed}-{digest}"
+    setting = f"{spec.setting}-" if spec.setting else ""
+    return f"{spec.suite}-{setting}{spec.learner}-{spec.profile}-s{spec.seed}-{digest}"
 
 
 def versions() -> dict[str, str]:

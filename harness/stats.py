@@ -1,7 +1,7 @@
 """Summaries over test tasks: mean with its 95% interval, and the robust view (median, tasks far above it).
 
-Metrics summarised here are errors (lower is better). A task whose adapted model diverged scores NaN or +inf; it
-counts as +inf (worse than any finite error), so the mean becomes infinite: it is reported, never dropped."""
+A task whose adapted model diverged scores NaN or an infinity; NaN counts as the worst value (+inf for an error,
+-inf for a score where higher is better), so the mean becomes infinite: it is reported, never dropped."""
 from __future__ import annotations
 
 import math
@@ -20,7 +20,7 @@ class Summary:
     ci95: float  # half-width
     n: int
     median: float
-    over_10x_median: int  # tasks whose value exceeds 10 x the median: the few that can dominate a mean
+    over_10x_median: int | None  # errors above 10 x the median: the few that can dominate a mean (None: not an error)
     diverged: int  # tasks whose value is not finite
 
     def describe(self) -> str:
@@ -39,10 +39,11 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.1f}"
 
 
-def summarize(values: np.ndarray) -> Summary:
-    """Mean, 95% interval half-width, median and outlier count of per-task values (NaN counts as +inf)."""
+def summarize(values: np.ndarray, lower_is_better: bool = True) -> Summary:
+    """Mean, 95% interval half-width, median and (for errors) outlier count of per-task values; NaN counts as the
+    worst value."""
     values = np.asarray(values, dtype=float)
-    values = np.where(np.isnan(values), np.inf, values)
+    values = np.where(np.isnan(values), np.inf if lower_is_better else -np.inf, values)
     n = len(values)
     if n == 0:
         raise ValueError("no values to summarize")
@@ -50,5 +51,5 @@ def summarize(values: np.ndarray) -> Summary:
     sd = (values.std(ddof=1) if not diverged else math.inf) if n > 1 else math.nan
     z = 1.959963984540054 if n >= NORMAL_FROM else (stats.t.ppf(0.975, n - 1) if n > 1 else math.nan)
     median = float(np.median(values))
-    return Summary(float(values.mean()), float(z * sd / math.sqrt(n)), n, median, int((values > 10 * median).sum()),
-                   diverged)
+    outliers = int((values > 10 * median).sum()) if lower_is_better else None
+    return Summary(float(values.mean()), float(z * sd / math.sqrt(n)), n, median, outliers, diverged)

@@ -2,11 +2,14 @@
 paper's value beside ours. A cell without a run keeps an empty `mean`: it is marked, never invented."""
 from __future__ import annotations
 
+import functools
+import json
 import math
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,8 +35,27 @@ class PaperCell:
 
 
 @dataclass(frozen=True)
+class Select:
+    """Part of a cell's address; a cell merges those of its setting, row and column. `learner` names the learner,
+    `shots` and `step` pick the scores (step None: the last step the run evaluated), `where` the config values its
+    run must have (e.g. {"ways": 20, "model": "fc"})."""
+
+    learner: str | None = None
+    shots: int | None = None
+    step: int | None = None
+    where: Mapping[str, Any] = field(default_factory=dict)
+
+    def merge(self, other: Select) -> Select:
+        pick = lambda a, b: b if b is not None else a
+        return Select(pick(self.learner, other.learner), pick(self.shots, other.shots), pick(self.step, other.step),
+                      {**self.where, **other.where})
+
+
+@dataclass(frozen=True)
 class TableSpec:
-    """A table of one suite: settings are shot counts, columns are adaptation steps, rows are learners.
+    """A table of one suite: settings x rows x columns. By default settings are shot counts, columns adaptation
+    steps and rows learners (plain ints and names); a `Select` in any of them says more (e.g. a column per shot
+    count, a setting per number of ways, a row per model).
 
     `rows` maps the paper's row labels to our learner names (None where no learner of ours produces that row);
     learners with runs on the suite but no paper row get a row under their own name.
@@ -43,12 +65,24 @@ class TableSpec:
     title: str
     suite: str
     metric: str
-    settings: Mapping[str, int]
-    columns: Mapping[str, int]
-    rows: Mapping[str, str | None]
+    settings: Mapping[str, int | Select]
+    columns: Mapping[str, int | Select]
+    rows: Mapping[str, str | Select | None]
     paper: Sequence[PaperCell] = field(default_factory=tuple)
     lower_is_better: bool = True
     paired_with: str | None = None  # a row label: every other row also gets its paired difference from this row
+    extra_rows: bool = True  # add a row for each learner with runs on the suite but no row of its own
+
+    def address(self, setting: str, row: str, column: str) -> Select | None:
+        """The merged `Select` of a cell; None where the row has no learner of ours."""
+        value = self.rows[row]
+        if value is None:
+            return None
+        parts = [(self.settings[setting], "shots"), (value, "learner"), (self.columns[column], "step")]
+        out = Select()
+        for part, meaning in parts:
+            out = out.merge(part if isinstance(part, Select) else Select(**{meaning: part}))
+        return out
 
 
 def versus_paper(mean: float, ci95: float, paper: float, lower_is_better: bool) -> str:
@@ -60,12 +94,21 @@ def versus_paper(mean: float, ci95: float, paper: float, lower_is_better: bool) 
     return "better" if (mean < paper) == lower_is_better else "short"
 
 
-def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None) -> dict[str, pd.DataFrame]:
-    """Per learner, the done runs of `suite` to report: the given profile, else the most thorough one available;
-    among several configs of that profile, the most recent one (all its seeds)."""
+def matches(config: str, where: Mapping[str, Any]) -> bool:
+    """Whether a run's config (JSON) has every value of `where`."""
+    values = json.loads(config)
+    return all(values.get(k) == v for k, v in where.items())
+
+
+def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None,
+                where: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+    """Per learner, the done runs of `suite` (with the config values `where`) to report: the given profile, else
+    the most thorough one available; among several configs of that profile, the most recent one (all its seeds)."""
     runs = runs[runs.suite == suite]
     if profile is not None:
         runs = runs[runs.profile == profile]
+    if where:
+        runs = runs[runs.config.map(lambda c: matches(c, where)).astype(bool)]
     chosen = {}
     for learner, group in runs.groupby("learner"):
         best = max(group.profile, key=lambda p: PROFILE_RANK.get(p, -1))
@@ -75,34 +118,42 @@ def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None) -> dict[str
     return chosen
 
 
-def per_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int, metric: str) -> pd.Series:
-    """One value per test task (index) of a cell, pooled over the seeds of `group`; NaN (diverged) counts as +inf."""
-    s = scores[scores.run_id.isin(group.run_id) & (scores.shots == shots) & (scores.step == step)
-               & (scores.metric == metric)]
-    return s.value.fillna(np.inf).groupby(s.task).mean()
+def per_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int | None, metric: str,
+             lower_is_better: bool = True) -> pd.Series:
+    """One value per test task (index) of a cell, pooled over the seeds of `group` (step None: the last step
+    evaluated); NaN (diverged) counts as the worst value."""
+    s = scores[scores.run_id.isin(group.run_id) & (scores.shots == shots) & (scores.metric == metric)]
+    s = s[s.step == (s.step.max() if step is None else step)]
+    return s.value.fillna(np.inf if lower_is_better else -np.inf).groupby(s.task).mean()
 
 
 def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataFrame:
     """The long-form rows of `spec` from `store`; with `spec.paired_with`, each row's paired difference from that
     row's learner on the identical test tasks."""
-    runs = chosen_runs(store.runs(), spec.suite, profile)
-    scores = store.scores(pd.concat(runs.values()).run_id if runs else [])
+    all_runs = store.runs()
+    chosen = functools.cache(lambda where: chosen_runs(all_runs, spec.suite, profile, dict(where)))
+    runs_of = lambda sel: chosen(tuple(sorted(sel.where.items()))).get(sel.learner)
+    suite_runs = chosen(())
+    scores = store.scores(all_runs[all_runs.suite == spec.suite].run_id)
     paper = {(c.setting, c.row, c.column): c for c in spec.paper}
-    rows = dict(spec.rows) | {learner: learner for learner in runs if learner not in spec.rows.values()}
-    baseline = spec.rows.get(spec.paired_with) if spec.paired_with else None
+    ours = {v if isinstance(v, str) else v.learner for v in spec.rows.values() if v is not None}
+    extra = {learner: learner for learner in suite_runs if learner not in ours} if spec.extra_rows else {}
+    spec = replace(spec, rows=dict(spec.rows) | extra)
+    values_of = lambda sel, group: per_task(scores, group, sel.shots, sel.step, spec.metric, spec.lower_is_better)
     out = []
-    for setting, shots in spec.settings.items():
-        for label, learner in rows.items():
-            for column, step in spec.columns.items():
-                cell = {"table": spec.name, "row": label, "learner": learner or "", "suite": spec.suite,
+    for setting in spec.settings:
+        for label in spec.rows:
+            for column in spec.columns:
+                sel = spec.address(setting, label, column)
+                cell = {"table": spec.name, "row": label, "learner": sel.learner if sel else "", "suite": spec.suite,
                         "setting": setting, "column": column}
                 ref = paper.get((setting, label, column))
                 if ref is not None:
                     cell |= {"paper": ref.value, "paper_ci95": ref.ci95}
-                values = per_task(scores, runs[learner], shots, step, spec.metric) if learner in runs else None
+                group = runs_of(sel) if sel else None
+                values = values_of(sel, group) if group is not None else None
                 if values is not None and len(values):
-                    group = runs[learner]
-                    summary = summarize(values.to_numpy())
+                    summary = summarize(values.to_numpy(), spec.lower_is_better)
                     cell |= {"mean": summary.mean, "ci95": summary.ci95, "n": summary.n,
                              "median": summary.median, "over_10x_median": summary.over_10x_median,
                              "diverged": summary.diverged,
@@ -112,9 +163,10 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                              "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0]}
                     if ref is not None:
                         cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better)
-                    if baseline in runs and learner != baseline:
-                        other = per_task(scores, runs[baseline], shots, step, spec.metric)
-                        diff = summarize((values - other).dropna().to_numpy())  # tasks both have
+                    base = spec.address(setting, spec.paired_with, column) if spec.paired_with else None
+                    base_group = runs_of(base) if base else None
+                    if base_group is not None and label != spec.paired_with:
+                        diff = summarize((values - values_of(base, base_group)).dropna().to_numpy())  # tasks both have
                         cell |= {"paired_diff": diff.mean, "paired_diff_ci95": diff.ci95}
                 out.append(cell)
     frame = pd.DataFrame(out).reindex(columns=COLUMNS)
@@ -126,6 +178,7 @@ def _wide(frame: pd.DataFrame, spec: TableSpec, text: Callable[[pd.Series], str]
     index, order = ["setting", "row"], list(spec.columns)
     wide = frame.assign(cell=frame.apply(text, axis=1)).pivot(index=index, columns="column", values="cell")
     wide = wide.reindex(columns=order).reindex(pd.MultiIndex.from_frame(frame[index].drop_duplicates()))
+    wide = wide.astype(object).where(wide.notna(), "")
     return tabulate(wide.reset_index(), headers=[*index, *order], tablefmt="github", showindex=False)
 
 
@@ -149,26 +202,45 @@ def _orderings(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
 
 
 def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
-    """The wide, human view: "ours ± ci (paper)" per cell, the robust view, paired differences, and the commands."""
+    """The wide, human view: "ours ± ci (paper)" per cell with the profile and device that produced it, the robust
+    view, paired differences, and the commands."""
+    ran = frame.dropna(subset=["mean"])
+    origins = set(zip(ran.profile, ran.device))
+
     def cell(r: pd.Series) -> str:
         ours = "not run" if pd.isna(r["mean"]) else describe(r["mean"], r["ci95"], r["n"], r["diverged"])
         paper = "" if pd.isna(r["paper"]) else f" ({fmt(r['paper'])})"
-        return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}")
+        origin = f" [{r['profile']}, {r['device']}]" if len(origins) > 1 and not pd.isna(r["mean"]) else ""
+        return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}") + origin
 
+    better = "lower" if spec.lower_is_better else "higher"
     lines = [f"# {spec.title}", "",
-             f"Ours: {spec.metric}, mean ± 95% interval over test tasks; the paper's value in parentheses; "
-             "≈ the paper's value lies in our interval, ▲ ours is better, ▼ ours falls short of the paper.", "",
-             _wide(frame, spec, cell)]
-    ran = frame.dropna(subset=["mean"])
+             f"Ours: {spec.metric} ({better} is better), mean ± 95% interval over test tasks; the paper's value in "
+             "parentheses; ≈ the paper's value lies in our interval, ▲ ours is better, ▼ ours falls short of the "
+             "paper.",
+             ""]
+    if len(origins) == 1:
+        (profile, device), = origins
+        lines += [f"Every cell: {profile} profile on {device}.", ""]
+    elif origins:
+        lines += ["Each cell says [profile, device] of the run that produced it.", ""]
+    if any(p != "paper" for p, _ in origins):
+        lines += ["Cells of the smoke or quick profile are not at the paper's training budget; "
+                  "`--profile paper` gives those.", ""]
+    lines.append(_wide(frame, spec, cell))
     if not len(ran):
         return "\n".join(lines) + "\n"
-    lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can dominate a "
-              "mean):", "", _wide(ran, spec, lambda r: f"{fmt(r['median'])} / {r['over_10x_median']}")]
+    if spec.lower_is_better:
+        lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can dominate "
+                  "a mean):", "", _wide(ran, spec, lambda r: f"{fmt(r['median'])} / {r['over_10x_median']}")]
+    else:
+        lines += ["", f"Median {spec.metric} over test tasks:", "", _wide(ran, spec, lambda r: fmt(r["median"]))]
     lines += _orderings(spec, frame)
     paired = ran.dropna(subset=["paired_diff"])
     if len(paired):
+        sign = "above" if spec.lower_is_better else "below"
         lines += ["", f"Paired difference from {spec.paired_with} on the identical test tasks (row minus "
-                  f"{spec.paired_with}, mean ± 95% interval; an interval above 0: {spec.paired_with} is better):", "",
+                  f"{spec.paired_with}, mean ± 95% interval; an interval {sign} 0: {spec.paired_with} is better):", "",
                   _wide(paired, spec, lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["n"],
                                                          int(not np.isfinite(r["paired_diff"]))))]
     lines += ["", "Written by `python -m harness report` from these runs:", ""]
@@ -177,7 +249,9 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
         run = dict(zip(keys, values))
         trained = "" if pd.isna(run["train_seconds"]) else f", meta-trained in {run['train_seconds']:.0f} s"
         where = f"{run['profile']} profile, seeds {run['seeds']}, {run['device']}{trained}"
-        lines.append(f"- {run['learner']} ({where}, commit {str(run['git_commit'])[:12]}): `{run['command']}`")
+        commit = str(run["git_commit"])
+        commit = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+        lines.append(f"- {run['learner']} ({where}, commit {commit}): `{run['command']}`")
     return "\n".join(lines) + "\n"
 
 
@@ -191,10 +265,11 @@ def write(spec: TableSpec, store: Store, directory: Path, profile: str | None = 
     return csv, md
 
 
-def paper_cells(reference_csv: Path, table: int) -> list[PaperCell]:
-    """The paper's values of one table from a reference CSV (columns table,suite,setting,learner,column,value,ci95)."""
+def paper_cells(reference_csv: Path, table: int, suite: str | None = None) -> list[PaperCell]:
+    """The paper's values of one table (of one suite) from a reference CSV (columns table, suite, setting, learner,
+    column, value, ci95)."""
     ref = pd.read_csv(reference_csv)
-    ref = ref[ref.table == table]
+    ref = ref[(ref.table == table) & ((ref.suite == suite) if suite else True)]
     return [PaperCell(r.setting, r.learner, r.column, float(r.value), None if np.isnan(r.ci95) else float(r.ci95))
             for r in ref.itertuples()]
 

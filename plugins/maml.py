@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from harness import hookimpl
-from harness.functional import adapt_batch, meta_gradient, resolve_vectorize, step_sizes
+from harness.functional import adapt_batch, fastest_meta_gradient, resolve_vectorize, step_sizes
 from harness.models import FunctionalModel
 from harness.protocols import Adapted, Params, Suite, TaskBatch, TrainContext
 from harness.training import train_adam
@@ -42,10 +42,10 @@ class MAML:
     def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
         cfg = self.config
         net = self.network(suite, ctx.device)
-        step = meta_gradient(
+        step = fastest_meta_gradient(
             net.loss, step_sizes(cfg["inner_lr"], cfg["inner_steps"]), adapt=self.adapted_names(net),
-            first_order=cfg["first_order"], vectorize=resolve_vectorize(cfg["vectorize"], net.module, ctx.device),
-            compile=cfg["compile"],
+            first_order=cfg["first_order"], vectorize=cfg["vectorize"], compile=cfg["compile"],
+            on_choice=lambda mode, ms: ctx.record("vectorize", {"chosen": mode, "ms_per_meta_iteration": ms}),
         )
 
         def gradient(params: Params, it: int) -> tuple[Tensor, Params]:
@@ -59,7 +59,7 @@ class MAML:
     def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:
         net = self.network(suite, tasks.support_x.device)
         net.load_state_dict(state)
-        vectorize = resolve_vectorize(self.config["vectorize"], net.module, tasks.support_x.device)
+        vectorize = resolve_vectorize(self.config["vectorize"])
         for params in adapt_batch(net.loss, net.params, tasks.support_x, tasks.support_y,
                                   step_sizes(self.config["inner_lr"], steps), adapt=self.adapted_names(net),
                                   vectorize=vectorize):

@@ -1,98 +1,133 @@
-"""Omniglot (Lake et al. 2015): 1,623 handwritten characters from 50 alphabets, 20 drawings each.
+"""Omniglot few-shot classification (paper section 5.2): N-way K-shot episodes of handwritten characters.
 
-`python -m harness data prepare omniglot` takes the standard archives `omniglot-py/images_background.zip` and
-`images_evaluation.zip` (torchvision's layout) from the data directory, extracts them into the cache, verifies the
-counts (50 alphabets, 1,623 characters, 32,460 images), and stores every image resized to 28x28 as one uint8 tensor
-`[1623, 20, 28, 28]` (1 = ink) with the character names in a JSON index, for fast loading.
+Characters are split by the committed manifest (1,100 train / 100 val / 423 test, irrespective of alphabet); each
+class drawn into an episode gets a random rotation of 0/90/180/270 degrees (a new class, as in the paper); K support
+and K query drawings per class (as the reference code drew them). Models: the 4-block strided conv net or the
+256-128-64-64 fully connected net (`model=conv|fc`), batch norm on batch statistics. Metric: accuracy in percent on
+the query drawings of 600 frozen test episodes per setting.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import sys
+from collections.abc import Mapping
+from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
+from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.data import build_atomically, extract_zip
+from harness.data import cache_dir, data_dir
 from harness.errors import UsageError
-from harness.seeding import generator
+from harness.evaluation import FewShotEvaluator
+from harness.protocols import TaskBatch
+from plugins.omniglot_data import SIZE, OmniglotData, load_split
+from plugins.vision import conv_net, fc_net
 
-ARCHIVES = ("images_background.zip", "images_evaluation.zip")
-SPLIT = Path(__file__).parent / "reference" / "omniglot-split.json"
-"""The committed class split: character names per split ("train", "val", "test")."""
-SPLIT_SIZES = {"train": 1100, "val": 100, "test": 423}
-"""Paper: 1,200 characters for meta-training (here 100 of them held out for validation), the other 423 for testing."""
-ALPHABETS, CHARACTERS, DRAWINGS = 50, 1623, 20
-SIZE = 28
+ROTATIONS = 4
 
 
-class OmniglotData:
+def _setting(ways: int, shots: int) -> dict[str, Any]:
+    """The paper's hyperparameters (appendix A.1) of N-way K-shot: 5-way takes 1 inner step of 0.4 in training and
+    3 at test, meta-batch 32; 20-way takes 5 steps of 0.1 in training and at test, meta-batch 16."""
+    five = ways == 5
+    return {"ways": ways, "train_shots": shots, "train_query": shots, "eval_shots": [shots], "eval_query": shots,
+            "inner_lr": 0.4 if five else 0.1, "inner_steps": 1 if five else 5, "eval_steps": 3 if five else 5,
+            "meta_batch": 32 if five else 16}
+
+
+PAPER = {"meta_iterations": 60_000, "meta_lr": 1e-3, "eval_tasks": 600, "val_tasks": 100, "model": "conv",
+         "rotate": True, "threads": 2, "compile": False}
+
+
+class Omniglot:
+    """Omniglot N-way K-shot classification (paper section 5.2), conv or fully connected model, accuracy (%)."""
+
     name = "omniglot"
-    description = "Omniglot, 1,623 characters x 20 drawings, resized to 28x28"
+    kind = "supervised"
+    problem = "classification"
+    metric = "accuracy"
+    lower_is_better = False
+    feature_names = ()
+    settings = {f"{n}way-{k}shot": _setting(n, k) for n in (5, 20) for k in (1, 5)}
+    profiles = {
+        "smoke": {**PAPER, "meta_iterations": 2, "meta_batch": 2, "eval_tasks": 4, "val_tasks": 2, "threads": 1},
+        "quick": {**PAPER, "meta_iterations": 3_000},
+        "paper": PAPER,
+    }
+    models = ("conv", "fc")
 
-    @staticmethod
-    def archives(data: Path) -> Path:
-        """The folder holding both archives: `<data>/omniglot/omniglot-py` or `<data>/omniglot-py`."""
-        for folder in (data / "omniglot" / "omniglot-py", data / "omniglot-py"):
-            if all((folder / a).is_file() for a in ARCHIVES):
-                return folder
-        raise UsageError(f"Omniglot not found: put {' and '.join(ARCHIVES)} in {data / 'omniglot' / 'omniglot-py'} "
-                         "(or pass --data-dir / set HARNESS_DATA to the folder that holds omniglot/)")
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        if config["model"] not in self.models:
+            raise UsageError(f"model={config['model']!r} is not a model of omniglot; set --set model=conv or model=fc")
+        self.config = config
+        self.ways: int = config["ways"]
+        self._images: dict[str, Tensor] | None = None
 
-    def prepare(self, data: Path, cache: Path) -> Path:
-        """The prepared folder in `cache` (built once; an existing one is complete by construction)."""
-        return build_atomically(cache / "omniglot", lambda tmp: self._build(self.archives(data), tmp))
+    @property
+    def pooled_classes(self) -> int:
+        return len(load_split()["train"]) * (ROTATIONS if self.config["rotate"] else 1)
 
-    def _build(self, archives: Path, out: Path) -> None:
-        raw = out / "raw"
-        raw.mkdir()
-        for archive in ARCHIVES:
-            extract_zip(archives / archive, raw)
-        characters = sorted(p for part in ("images_background", "images_evaluation")
-                            for p in (raw / part).glob("*/*") if p.is_dir())
-        alphabets = {p.parent.name for p in characters}
-        images = [sorted(c.glob("*.png")) for c in characters]
-        counts = (len(alphabets), len(characters), sum(map(len, images)))
-        if counts != (ALPHABETS, CHARACTERS, CHARACTERS * DRAWINGS) or any(len(i) != DRAWINGS for i in images):
-            raise UsageError(f"Omniglot in {archives} has {counts[0]} alphabets, {counts[1]} characters and "
-                             f"{counts[2]} images, not {ALPHABETS}, {CHARACTERS} and {CHARACTERS * DRAWINGS}; "
-                             "replace the archives with the official ones")
-        pixels = np.stack([np.stack([_small(path) for path in drawings]) for drawings in images])
-        torch.save(torch.from_numpy(pixels), out / "omniglot28.pt")
-        index = [f"{c.parent.parent.name}/{c.parent.name}/{c.name}" for c in characters]
-        (out / "characters.json").write_text(json.dumps(index, indent=0))
+    def images(self, split: str) -> Tensor:
+        """uint8 [characters of `split`, 20, 28, 28], 1 = ink; prepared into the cache on first use."""
+        if self._images is None:
+            data = OmniglotData()
+            target = cache_dir() / "omniglot"
+            if not target.exists():
+                print(f"preparing Omniglot into {target} (once)", file=sys.stderr)
+            pixels, names = data.load(data.prepare(data_dir(), cache_dir()))
+            index = {name: i for i, name in enumerate(names)}
+            self._images = {s: pixels[[index[c] for c in chars]] for s, chars in load_split().items()}
+        return self._images[split]
 
-    @staticmethod
-    def load(prepared: Path) -> tuple[torch.Tensor, list[str]]:
-        """(images uint8 [1623, 20, 28, 28] with 1 = ink, character names) of a prepared folder."""
-        images = torch.load(prepared / "omniglot28.pt", weights_only=True)
-        return images, json.loads((prepared / "characters.json").read_text())
+    def make_model(self, extra_inputs: int = 0, outputs: int | None = None) -> nn.Module:
+        channels, outputs = 1 + extra_inputs, outputs or self.ways
+        if self.config["model"] == "conv":
+            return conv_net(channels, outputs)
+        return fc_net(channels * SIZE * SIZE, outputs)
+
+    def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
+        """`extra` as constant channels of every image (the paper concatenated z channel-wise)."""
+        planes = extra.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[2:])
+        return torch.cat([x, planes], dim=1)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(outputs, targets)
+
+    def score(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return (outputs.argmax(-1) == targets).float().flatten(1).mean(1) * 100
+
+    def sample(self, split: str, n_tasks: int, generator: torch.Generator, shots: int, query: int) -> TaskBatch:
+        """Episodes: `ways` distinct characters of `split`, each rotated by a random multiple of 90 degrees, with
+        `shots` support and `query` query drawings each (distinct drawings), labelled 0..ways-1 in the order drawn."""
+        images = self.images(split)
+        n, per_class = self.ways, shots + query
+        classes = torch.rand(n_tasks, images.shape[0], generator=generator).argsort(1)[:, :n]
+        drawings = torch.rand(n_tasks, n, images.shape[1], generator=generator).argsort(2)[..., :per_class]
+        pictures = images[classes.unsqueeze(-1), drawings].float()  # [tasks, ways, shots + query, 28, 28]
+        rotations = torch.zeros_like(classes)
+        if self.config["rotate"]:
+            rotations = torch.randint(ROTATIONS, classes.shape, generator=generator)
+            for r in range(1, ROTATIONS):
+                chosen = rotations == r
+                pictures[chosen] = torch.rot90(pictures[chosen], r, dims=(-2, -1))
+        ids = classes * (ROTATIONS if self.config["rotate"] else 1) + rotations
+        labels = torch.arange(n).expand(n_tasks, n)
+
+        def shot_major(part: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+            x = part.transpose(1, 2).reshape(n_tasks, k * n, 1, SIZE, SIZE)
+            return x, labels.repeat(1, k), ids.repeat(1, k)
+
+        sx, sy, sc = shot_major(pictures[:, :, :shots], shots)
+        qx, qy, qc = shot_major(pictures[:, :, shots:], query)
+        return TaskBatch(sx, sy, qx, qy, support_classes=sc, query_classes=qc, ways=n)
+
+    def evaluator(self, device: torch.device) -> FewShotEvaluator:
+        return FewShotEvaluator.from_config(self.config, device)
 
 
-def make_split(characters: list[str]) -> dict[str, list[str]]:
-    """The class split: a permutation of the sorted character names seeded by ("omniglot", "split"), cut into
-    `SPLIT_SIZES`, irrespective of alphabet (as the paper did). Committed as `SPLIT`; tests check it is reproducible."""
-    names = sorted(characters)
-    order = torch.randperm(len(names), generator=generator("omniglot", "split")).tolist()
-    out, start = {}, 0
-    for split, size in SPLIT_SIZES.items():
-        out[split] = sorted(names[i] for i in order[start:start + size])
-        start += size
-    return out
-
-
-def load_split() -> dict[str, list[str]]:
-    """The committed class split."""
-    return json.loads(SPLIT.read_text())
-
-
-def _small(path: Path) -> np.ndarray:
-    """One drawing as 28x28 uint8, 1 = ink (the files are 1-bit with white paper)."""
-    with Image.open(path) as image:
-        small = image.convert("L").resize((SIZE, SIZE), Image.Resampling.LANCZOS)
-    return (np.asarray(small) < 128).astype(np.uint8)
+@hookimpl
+def harness_suites() -> list[type]:
+    return [Omniglot]
 
 
 @hookimpl

@@ -4,15 +4,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import hookimpl
-from harness.tables import TableSpec, paper_cells
+from harness.tables import Select, TableSpec, paper_cells
 
 REFERENCE = Path(__file__).parent / "reference" / "paper-results.csv"
 STEPS = {"0 steps": 0, "1 step": 1, "5 steps": 5, "10 steps": 10}
+OMNIGLOT_SHOTS = {f"{k}-shot": Select(shots=k, where={"train_shots": k}) for k in (1, 5)}
+"""Omniglot columns: a model trained and tested K-shot, scored after its last test step (3 for 5-way, 5 for 20)."""
+
+
+def conv(learner: str) -> Select:
+    return Select(learner=learner, where={"model": "conv"})
 
 
 @hookimpl
 def harness_tables() -> list[TableSpec]:
     return [
+        TableSpec(
+            name="table1",
+            title="Table 1 (Omniglot half): N-way K-shot accuracy (%) on 600 test episodes after the test steps "
+                  "(5-way: 3 steps, 20-way: 5 steps)",
+            suite="omniglot", metric="accuracy",
+            settings={f"{n}-way": Select(where={"ways": n}) for n in (5, 20)}, columns=OMNIGLOT_SHOTS,
+            rows={"MANN no conv": None, "MAML no conv": Select(learner="maml", where={"model": "fc"}),
+                  "Siamese nets": None, "matching nets": None, "neural statistician": None, "memory mod.": None,
+                  "MAML": conv("maml"), "first-order MAML": conv("fomaml"), "context vector": conv("context"),
+                  "fine-tuning baseline (pretrain)": conv("pretrain"), "random init (scratch)": conv("scratch")},
+            paper=paper_cells(REFERENCE, 1, "omniglot"), lower_is_better=False, paired_with="MAML", extra_rows=False,
+        ),
         TableSpec(
             name="table2",
             title="Table 2: sinusoid regression, MSE after K-shot fine-tuning (paper: 5-shot; ours also 10 and 20)",
@@ -22,5 +40,13 @@ def harness_tables() -> list[TableSpec]:
                   "multi-task reg to mean theta": "multitask-mean", "pretrain on all tasks": "pretrain",
                   "MAML": "maml"},
             paper=paper_cells(REFERENCE, 2), paired_with="MAML",
+        ),
+        TableSpec(
+            name="table3",
+            title="Table 3: 5-way Omniglot accuracy (%), context vector vs MAML (conv model, 3 test steps)",
+            suite="omniglot", metric="accuracy",
+            settings={"5-way": Select(where={"ways": 5})}, columns=OMNIGLOT_SHOTS,
+            rows={"context vector": conv("context"), "MAML": conv("maml")},
+            paper=paper_cells(REFERENCE, 3, "omniglot"), lower_is_better=False, paired_with="MAML", extra_rows=False,
         ),
     ]

@@ -1,6 +1,8 @@
 """Non-meta-learned baselines that fine-tune at test time with a step size tuned on validation tasks:
 
-- `pretrain`: one network trained on all tasks at once (paper: "pretraining on all tasks"), then fine-tuned;
+- `pretrain`: one network trained on all tasks at once (paper: "pretraining on all tasks"), then fine-tuned; on a
+  classification suite, a classifier over all training classes (`Suite.pooled_classes`) whose output layer is then
+  replaced by a fresh, zero-initialised N-way head (the paper's "fine-tuning baseline");
 - `oracle`: the same, with each task's true parameters as extra inputs (paper: "oracle");
 - `scratch`: random initialisation, fine-tuned.
 
@@ -47,17 +49,22 @@ class Pretrain:
     def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
         cfg = self.config
         net = self.network(suite, ctx.device)
-        if self.trains:
+        if self.trains and suite.pooled_classes:
+            pooled = FunctionalModel(suite, ctx.device, outputs=suite.pooled_classes)
+            self.train(suite, pooled, ctx)
+            ctx.record("fresh_head", net.load_body(pooled))
+        elif self.trains:
             self.train(suite, net, ctx)
-        errors = tune_step_sizes(suite, cfg, net.loss, net.forward, net.params, adapt=net.weights,
+        scores = tune_step_sizes(suite, cfg, net.loss, net.forward, net.params, adapt=net.weights,
                                  features=self.uses_features)
-        ctx.record("step_size_validation", {k: {str(lr): e for lr, e in by_lr.items()} for k, by_lr in errors.items()})
-        tuned = best_step_sizes(errors)
+        ctx.record("step_size_validation", {k: {str(lr): e for lr, e in by_lr.items()} for k, by_lr in scores.items()})
+        tuned = best_step_sizes(scores, suite.lower_is_better)
         ctx.record("tuned_step_sizes", {str(int(k)): lr for k, lr in tuned.tolist()})
         return {**net.state_dict(), "tuned_step_sizes": tuned}
 
     def train(self, suite: Suite, net: FunctionalModel, ctx: TrainContext) -> None:
-        """Plain supervised training on every example of every sampled task (per-task losses averaged)."""
+        """Plain supervised training on every example of every sampled task (per-task losses averaged); a
+        classification suite's examples are labelled with their class among all training classes."""
         cfg = self.config
         step = batch_gradient(net.loss, compile=cfg["compile"])
 
@@ -65,7 +72,10 @@ class Pretrain:
             tasks = suite.sample("train", cfg["meta_batch"], ctx.generator(it), cfg["train_shots"], cfg["train_query"])
             tasks = tasks.to(ctx.device)
             x = torch.cat([tasks.support_x, tasks.query_x], dim=1)
-            y = torch.cat([tasks.support_y, tasks.query_y], dim=1)
+            if suite.pooled_classes:
+                y = torch.cat([tasks.support_classes, tasks.query_classes], dim=1)
+            else:
+                y = torch.cat([tasks.support_y, tasks.query_y], dim=1)
             return step(params, self.per_task(tasks) or {}, x, y)
 
         train_adam(net, ctx, cfg["meta_iterations"], cfg["meta_lr"], gradient)
@@ -73,8 +83,8 @@ class Pretrain:
     def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:
         net = self.network(suite, tasks.support_x.device)
         net.load_state_dict(state)
-        lr = step_size_for(state["tuned_step_sizes"], tasks.support_x.shape[1])
-        vectorize = resolve_vectorize(self.config["vectorize"], net.module, tasks.support_x.device)
+        lr = step_size_for(state["tuned_step_sizes"], tasks.n_shots)
+        vectorize = resolve_vectorize(self.config["vectorize"])
         for params in adapt_batch(net.loss, net.params, tasks.support_x, tasks.support_y, [lr] * steps,
                                   adapt=net.weights, vectorize=vectorize, per_task=self.per_task(tasks)):
             yield Adapted(net.forward, params)

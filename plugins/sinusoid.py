@@ -27,7 +27,10 @@ class Sinusoid:
 
     name = "sinusoid"
     kind = "supervised"
+    problem = "regression"
     metric = "mse"
+    lower_is_better = True
+    pooled_classes = 0
     feature_names = ("amplitude", "phase")
     profiles = {
         "smoke": {**PAPER, "meta_iterations": 20, "eval_tasks": 20, "eval_steps": 2, "val_tasks": 10, "compile": False},
@@ -41,8 +44,9 @@ class Sinusoid:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
 
-    def make_model(self, extra_inputs: int = 0) -> nn.Module:
-        return nn.Sequential(nn.Linear(1 + extra_inputs, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
+    def make_model(self, extra_inputs: int = 0, outputs: int | None = None) -> nn.Module:
+        return nn.Sequential(nn.Linear(1 + extra_inputs, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(),
+                             nn.Linear(40, outputs or 1))
 
     def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
         return torch.cat([x, extra.expand(*x.shape[:-1], extra.shape[-1])], dim=-1)

@@ -9,7 +9,7 @@ import torch
 from harness.cli import main
 from harness.data import build_atomically, extract_zip
 from harness.errors import UsageError
-from plugins.omniglot import SPLIT_SIZES, OmniglotData, load_split, make_split
+from plugins.omniglot_data import SPLIT_SIZES, OmniglotData, load_split, make_split
 
 REAL_DATA = os.environ.get("HARNESS_DATA")
 
@@ -51,17 +51,16 @@ def test_missing_omniglot_says_what_to_put_where(tmp_path, capsys):
     assert main(["data", "prepare", "mnist", "--cache", str(tmp_path / "cache")]) == 2
 
 
-@pytest.mark.skipif(not REAL_DATA, reason="set HARNESS_DATA to the folder holding omniglot/ (CI does)")
-def test_real_omniglot_is_prepared_verified_and_cached(tmp_path, capsys):
-    args = ["data", "prepare", "omniglot", "--data-dir", REAL_DATA, "--cache", str(tmp_path)]
-    assert main(args) == 0
+def test_real_omniglot_is_prepared_verified_and_cached(omniglot_cache, capsys):
+    args = ["data", "prepare", "omniglot", "--data-dir", REAL_DATA, "--cache", str(omniglot_cache)]
+    assert main(args) == 0  # a second prepare reuses the cache
     prepared = Path(capsys.readouterr().out.strip())
+    assert prepared == omniglot_cache / "omniglot"
     images, characters = OmniglotData.load(prepared)
     assert images.shape == (1623, 20, 28, 28) and images.dtype == torch.uint8
     assert set(images.unique().tolist()) == {0, 1} and 0.03 < images.float().mean() < 0.2  # ink is sparse
     assert len(characters) == len(set(characters)) == 1623
     assert len({c.split("/")[1] for c in characters}) == 50
-    assert main(args) == 0  # a second prepare reuses the cache
     assert load_split() == make_split(characters)  # the committed manifest is the reproducible split of these data
     assert set().union(*load_split().values()) == set(characters)
 

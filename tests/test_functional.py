@@ -1,22 +1,43 @@
-"""The inner loop's meta-gradients against a plain per-task torch.autograd.grad loop, in float64."""
+"""The inner loop's meta-gradients against a plain per-task torch.autograd.grad loop, in float64, for every model
+of the built-in suites: the sinusoid MLP, and the Omniglot conv and fully connected nets with batch-statistics norm."""
 import pytest
 import torch
 from torch import nn
 
-from harness.functional import adapt_batch, meta_gradient, resolve_vectorize, sgd_step, step_sizes, task_loss
+from harness.functional import (
+    adapt_batch,
+    fastest_meta_gradient,
+    meta_gradient,
+    resolve_vectorize,
+    sgd_step,
+    step_sizes,
+    task_loss,
+)
+from plugins.vision import conv_net, fc_net
 
 TASKS, K = 6, 10
 
 
-@pytest.fixture
-def problem():
+@pytest.fixture(params=["mlp", "conv", "fc"])
+def problem(request):
+    return make_problem(request.param)
+
+
+def make_problem(kind, dtype=torch.double):
+    """(loss function, parameters, (support x, support y, query x, query y)) of TASKS tasks for a `kind` model."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1)).double()
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1)).to(dtype)
+        x = torch.rand(TASKS, 2 * K, 1, dtype=dtype) * 10 - 5
+        amplitude, phase = (torch.rand(TASKS, 1, 1, dtype=dtype) for _ in range(2))
+        y, loss = 5 * amplitude * torch.sin(x - phase), nn.functional.mse_loss
+    else:  # 5-way, 2 shots of 8x8 images
+        model = (conv_net(1, 5, filters=8) if kind == "conv" else fc_net(64, 5, (16, 8))).to(dtype)
+        x = torch.rand(TASKS, 2 * K, 1, 8, 8, dtype=dtype)
+        y, loss = torch.arange(5).repeat(4).expand(TASKS, -1), nn.functional.cross_entropy
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    x = torch.rand(TASKS, 2 * K, 1, dtype=torch.double) * 10 - 5
-    y = torch.rand(TASKS, 1, 1, dtype=torch.double) * 5 * torch.sin(x - torch.rand(TASKS, 1, 1, dtype=torch.double))
     data = (x[:, :K], y[:, :K], x[:, K:], y[:, K:])
-    return task_loss(model, nn.functional.mse_loss), params, data
+    return task_loss(model, loss), params, data
 
 
 def reference(loss_fn, params, data, lrs, adapt=None, first_order=False):
@@ -68,7 +89,7 @@ def test_first_order_gradient_is_the_query_gradient_at_adapted_parameters(proble
 @pytest.mark.parametrize("vectorize", ["vmap", "loop"])
 def test_adapting_a_subset_changes_only_that_subset(problem, vectorize):
     loss_fn, params, data = problem
-    subset = ["4.weight", "4.bias"]
+    subset = list(params)[-2:]  # the output layer
     _, grads = meta_gradient(loss_fn, [0.1, 0.1], adapt=subset, vectorize=vectorize)(params, *data)
     _, ref_grads = reference(loss_fn, params, data, [0.1, 0.1], adapt=subset)
     assert max_error(grads, ref_grads) < 1e-5
@@ -95,23 +116,29 @@ def test_adapt_batch_vmap_and_loop_agree_with_sequential_steps(problem):
 def test_step_sizes_and_vectorize_resolution():
     assert step_sizes(0.1, 3, later_lr=0.05) == [0.1, 0.05, 0.05]
     assert step_sizes(0.01, 0) == []
-    mlp, conv = nn.Linear(2, 2), nn.Sequential(nn.Conv2d(1, 2, 3))
-    assert resolve_vectorize("auto", mlp, "cpu") == "vmap"
-    assert resolve_vectorize("auto", conv, "cpu") == "loop"
-    assert resolve_vectorize("loop", mlp, "cpu") == "loop"
+    assert resolve_vectorize("auto") == "vmap"
+    assert resolve_vectorize("loop") == "loop"
     with pytest.raises(ValueError, match="vectorize"):
-        resolve_vectorize("fast", mlp, "cpu")
+        resolve_vectorize("fast")
 
 
 @pytest.mark.slow
-def test_compiled_meta_gradient_equals_eager(problem):
-    _, params, data = problem
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
-    loss_fn = task_loss(model, nn.functional.mse_loss)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    data = tuple(t.float() for t in data)
+def test_compiled_meta_gradient_equals_eager():
+    loss_fn, params, data = make_problem("mlp", torch.float32)
     (eager_loss, eager), (compiled_loss, compiled) = (
         meta_gradient(loss_fn, [0.01], compile=flag)(params, *data) for flag in (False, True))
     assert abs(eager_loss.item() - compiled_loss.item()) < 1e-5
     assert max_error(eager, compiled) < 1e-4
+
+
+def test_auto_times_both_strategies_once_and_keeps_the_faster(problem):
+    loss_fn, params, data = problem
+    choices = []
+    step = fastest_meta_gradient(loss_fn, [0.01], on_choice=lambda mode, ms: choices.append((mode, ms)))
+    loss, grads = step(params, *data)
+    step(params, *data)
+    assert len(choices) == 1
+    mode, ms = choices[0]
+    assert set(ms) == {"vmap", "loop"} and mode == min(ms, key=ms.get)
+    expected = meta_gradient(loss_fn, [0.01], vectorize=mode)(params, *data)[1]
+    assert max_error(grads, expected) == 0

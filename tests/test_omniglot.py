@@ -1,0 +1,90 @@
+"""Omniglot on the real data (HARNESS_DATA, as in CI): episodes, models, and a smoke run of every applicable learner
+in every setting (5/20-way x 1/5-shot)."""
+import json
+import sqlite3
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.plugins import registry
+from harness.runner import RunSpec, prepare
+from plugins.omniglot import Omniglot
+from plugins.omniglot_data import load_split
+
+REG = registry()
+LEARNERS = sorted(name for name, p in REG.learners.items() if p.obj.applies_to(Omniglot))
+SETTINGS = list(Omniglot.settings)
+
+
+def suite(setting="5way-1shot", **overrides):
+    return prepare(RunSpec("omniglot", "maml", "smoke", setting=setting,
+                           overrides={k: str(v) for k, v in overrides.items()}), REG).suite
+
+
+def test_the_applicable_learners_are_the_papers_and_oracle_is_refused(capsys):
+    assert LEARNERS == ["context", "fomaml", "maml", "pretrain", "scratch"]
+    assert main(["run", "--suite", "omniglot", "--learners", "oracle", "--profile", "smoke"]) == 2
+    assert "does not apply" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "5way-1shot, 5way-5shot, 20way-1shot, 20way-5shot" in listing
+    oracle = next(line for line in listing.splitlines() if "| oracle" in line)
+    assert "omniglot" not in oracle and "sinusoid" in oracle
+
+
+def test_episodes_are_n_way_k_shot_of_rotated_characters_of_their_split(omniglot):
+    omni = suite("20way-5shot")
+    tasks = omni.sample("test", 3, torch.Generator().manual_seed(0), shots=5, query=5)
+    assert tasks.support_x.shape == (3, 100, 1, 28, 28) and tasks.query_x.shape == (3, 100, 1, 28, 28)
+    assert tasks.ways == 20 and tasks.n_shots == 5
+    assert torch.equal(tasks.support_y[0], torch.arange(20).repeat(5))  # shot by shot: 1-shot is a prefix
+    assert torch.equal(tasks.shots(1).support_y[0], torch.arange(20))
+    images = omni.images("test")
+    assert images.shape[0] == len(load_split()["test"])
+    for t in range(3):
+        x = torch.cat([tasks.support_x[t], tasks.query_x[t]])
+        classes = torch.cat([tasks.support_classes[t], tasks.query_classes[t]])
+        assert len(set(classes[:20].tolist())) == 20  # distinct classes within an episode
+        for image, cls in zip(x, classes.tolist()):
+            character, rotation = divmod(cls, 4)  # the class is (character of the split, rotation)
+            drawings = torch.rot90(images[character].float(), rotation, dims=(-2, -1))
+            assert (drawings == image[0]).all(-1).all(-1).any()  # one of that character's drawings, rotated
+        for c in range(20):  # K support and K query drawings, all distinct
+            per_class = x[torch.cat([tasks.support_y[t], tasks.query_y[t]]) == c].flatten(1)
+            assert len(per_class) == 10 and len(torch.unique(per_class, dim=0)) == 10
+    assert omni.pooled_classes == 1100 * 4
+
+
+def test_models_and_channelwise_context(omniglot):
+    for model, first in (("conv", "0.weight"), ("fc", "1.weight")):
+        net = suite(model=model).make_model(extra_inputs=3)
+        shape = dict(net.named_parameters())[first].shape
+        assert shape[1] == (4 if model == "conv" else 4 * 28 * 28)
+        x = suite(model=model).append_inputs(torch.zeros(7, 1, 28, 28), torch.tensor([1.0, 2.0, 3.0]))
+        assert x.shape == (7, 4, 28, 28) and (x[:, 2] == 2).all()
+        assert net(x).shape == (7, 5)
+    assert main(["run", "--suite", "omniglot", "--learners", "maml", "--set", "model=mlp"]) == 2
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_smoke_run_of_every_learner_and_setting(omniglot, tmp_path, learner, setting):
+    out = tmp_path / "out"
+    assert main(["run", "--suite", "omniglot", "--setting", setting, "--learners", learner, "--profile", "smoke",
+                 "--out", str(out), "--quiet"]) == 0
+    config = {**Omniglot.settings[setting], **Omniglot.profiles["smoke"]}
+    db = sqlite3.connect(out / "results.sqlite")
+    rows = db.execute("SELECT shots, step, value FROM scores").fetchall()
+    assert len(rows) == config["eval_tasks"] * (config["eval_steps"] + 1)
+    assert {shots for shots, _, _ in rows} == {config["train_shots"]}
+    assert all(0 <= value <= 100 for _, _, value in rows)
+
+
+def test_fully_connected_maml_and_pretrain_with_a_fresh_head(omniglot, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", "--suite", "omniglot", "--learners", "maml,pretrain", "--profile", "smoke", "--set",
+                 "model=fc", "--out", str(out), "--quiet"]) == 0
+    db = sqlite3.connect(out / "results.sqlite")
+    (head,) = db.execute("SELECT value FROM details WHERE key = 'fresh_head'").fetchone()
+    assert json.loads(head) == ["13.weight", "13.bias"]  # the output layer of 256-128-64-64, zeroed for N ways
