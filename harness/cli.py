@@ -208,10 +208,15 @@ def cmd_data(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> in
         raise UsageError(f"unknown dataset {args.name!r}; known datasets: {known}")
     cache = _writable_dir(cache_dir(args.cache), "--cache")
     source = data_dir(args.data_dir, args.cache)
+    dataset = reg.datasets[args.name].obj
+    if args.download:
+        if not hasattr(dataset, "download"):
+            raise UsageError(f"dataset {args.name} cannot be downloaded; put its archives in {source}")
+        dataset.download(_writable_dir(source, "--data-dir"))
     if not source.is_dir():
         raise UsageError(f"data directory {source} does not exist; pass --data-dir or set HARNESS_DATA to the folder "
                          f"that holds the raw {args.name} archives")
-    print(reg.datasets[args.name].obj.prepare(source, cache))
+    print(dataset.prepare(source, cache))
     return 0
 
 
@@ -299,6 +304,8 @@ def parser() -> argparse.ArgumentParser:
                          "$HARNESS_DATA, else <cache>/data)")
     prepare.add_argument("--cache", type=Path, default=None, help="writable cache (default: $HARNESS_CACHE, else "
                          "~/.cache/maml-harness)")
+    prepare.add_argument("--download", action="store_true",
+                         help="first fetch the official archives into the data directory (checks their md5)")
     prepare.set_defaults(fn=cmd_data)
     lst = sub.add_parser("list", help="list the installed suites, learners, tables and figures with their plugins")
     lst.set_defaults(fn=cmd_list)

@@ -7,9 +7,12 @@ that exists is never half-extracted.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -45,6 +48,37 @@ def extract_zip(archive_path: Path, into: Path) -> None:
     except zipfile.BadZipFile as exc:
         raise UsageError(f"{archive_path} is not a readable zip archive ({exc}); replace it with the official "
                          "one") from None
+
+
+def download(url: str, target: Path, md5: str, timeout: float = 60.0) -> Path:
+    """Fetch `url` into `target` (written beside it, then renamed) after checking its md5; an existing `target` with
+    the right md5 is kept. Network failure or a wrong checksum is a UsageError; nothing partial is left behind."""
+    if target.is_file() and file_md5(target) == md5:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, out)
+        if (got := file_md5(tmp)) != md5:
+            raise UsageError(f"{url} has md5 {got}, not the published {md5}; the download is corrupt or the source "
+                             "changed: retry, or put the official archive in the data directory yourself")
+        os.replace(tmp, target)
+    except (OSError, urllib.error.URLError) as exc:
+        raise UsageError(f"could not download {url} ({getattr(exc, 'reason', exc)}); without network access, put the "
+                         f"archive at {target} yourself") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:

@@ -46,4 +46,5 @@ def harness_figures() -> Sequence[FigureSpec]:
 def harness_datasets() -> Sequence[object]:
     """Datasets this plugin can prepare: objects with `name`, `description` and `prepare(data: Path, cache: Path)
     -> Path` (read raw archives from `data`, write the prepared dataset under `cache`, return its folder; bad or
-    missing input is a `harness.errors.UsageError` saying what to put where)."""
+    missing input is a `harness.errors.UsageError` saying what to put where), and optionally `download(data: Path)
+    -> Path` (fetch the official archives into `data`, checking their published checksums)."""

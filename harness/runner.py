@@ -5,6 +5,7 @@ to evaluation when its trained model is already saved.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import json
@@ -209,6 +210,7 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
                           prepared.config, versions(), git_commit(), command))
     run_dir = out_dir / prepared.run_id
     torch.set_num_threads(prepared.config["threads"])
+    keep_freed_memory()
     try:
         state = checkpoints.load_tensors(run_dir / checkpoints.MODEL)
         if state is None:
@@ -227,6 +229,19 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
     store.finish(prepared.run_id, scores)
     (run_dir / checkpoints.TRAIN).unlink(missing_ok=True)
     return "done"
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc's allocator to keep freed memory for reuse instead of handing it back to the OS: every
+    meta-iteration allocates and frees the same large activations, and returning them costs page faults (13% of an
+    Omniglot conv iteration on the 2-core CPU, 411 -> 359 ms). Does nothing where the C library has no `mallopt`."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 1 << 30)
+    mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
 def plan(specs: Sequence[RunSpec], registry: Registry) -> list[PreparedRun]:

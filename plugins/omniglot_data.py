@@ -1,7 +1,8 @@
 """Omniglot (Lake et al. 2015): 1,623 handwritten characters from 50 alphabets, 20 drawings each.
 
 `python -m harness data prepare omniglot` takes the standard archives `omniglot-py/images_background.zip` and
-`images_evaluation.zip` (torchvision's layout) from the data directory, extracts them into the cache, verifies the
+`images_evaluation.zip` (torchvision's layout) from the data directory (with `--download`, fetched there first from
+the official source and checked against the published md5), extracts them into the cache, verifies the
 counts (50 alphabets, 1,623 characters, 32,460 images), and stores every image resized to 28x28 as one uint8 tensor
 `[1623, 20, 28, 28]` (1 = ink) with the character names in a JSON index, for fast loading.
 """
@@ -14,11 +15,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.data import build_atomically, extract_zip
+from harness.data import build_atomically, download, extract_zip
 from harness.errors import UsageError
 from harness.seeding import generator
 
 ARCHIVES = ("images_background.zip", "images_evaluation.zip")
+SOURCE = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
+MD5 = {"images_background.zip": "68d2efa1b9178cc56df9314c21c6e718",
+       "images_evaluation.zip": "6b91aef0f799c5bb55b94e3f2daec811"}
+"""The official archives' published md5 (as torchvision checks them)."""
 SPLIT = Path(__file__).parent / "reference" / "omniglot-split.json"
 """The committed class split: character names per split ("train", "val", "test")."""
 SPLIT_SIZES = {"train": 1100, "val": 100, "test": 423}
@@ -39,6 +44,13 @@ class OmniglotData:
                 return folder
         raise UsageError(f"Omniglot not found: put {' and '.join(ARCHIVES)} in {data / 'omniglot' / 'omniglot-py'} "
                          "(or pass --data-dir / set HARNESS_DATA to the folder that holds omniglot/)")
+
+    def download(self, data: Path) -> Path:
+        """Fetch the official archives into `<data>/omniglot/omniglot-py`, checking their published md5."""
+        folder = data / "omniglot" / "omniglot-py"
+        for archive in ARCHIVES:
+            download(f"{SOURCE}/{archive}", folder / archive, MD5[archive])
+        return folder
 
     def prepare(self, data: Path, cache: Path) -> Path:
         """The prepared folder in `cache` (built once; an existing one is complete by construction)."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.data import build_atomically, extract_zip
+from harness.data import build_atomically, download, extract_zip, file_md5
 from harness.errors import UsageError
 from plugins.omniglot_data import SPLIT_SIZES, OmniglotData, load_split, make_split
 
@@ -72,3 +72,23 @@ def test_committed_split_has_no_test_character_in_training():
     assert not (train & test) and not (val & test) and not (train & val)
     alphabets = {name.split("/")[1] for name in test}
     assert len(alphabets) > 20  # drawn irrespective of alphabet, so the test classes span many alphabets
+
+
+def test_download_checks_the_md5_and_leaves_nothing_partial(tmp_path):
+    source = tmp_path / "archive.zip"
+    source.write_bytes(b"not the official bytes")
+    target = tmp_path / "data" / "archive.zip"
+    with pytest.raises(UsageError, match="not the published"):
+        download(source.as_uri(), target, md5="0" * 32)
+    assert list((tmp_path / "data").iterdir()) == []
+    assert download(source.as_uri(), target, md5=file_md5(source)) == target
+    assert target.read_bytes() == source.read_bytes()
+
+
+def test_download_without_network_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("plugins.omniglot_data.SOURCE", "http://127.0.0.1:9/omniglot")  # nothing listens there
+    code = main(["data", "prepare", "omniglot", "--download", "--data-dir", str(tmp_path / "data"),
+                 "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "could not download" in err and "yourself" in err
+    assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
