@@ -88,7 +88,7 @@ def execute_all(prepared: Sequence[runner.PreparedRun], store: Store, out: Path,
 
 
 def summary(store: Store, run_ids: list[str]) -> str:
-    """Mean ± 95% interval per learner, shots and step for the given runs (steps 0, 1, 5, 10 where present)."""
+    """Mean ± 95% interval per learner, shots and step for the given runs (steps 0, 1, 5, 10 and the last)."""
     from harness.stats import summarize
 
     scores = store.scores(run_ids)
@@ -97,7 +97,7 @@ def summary(store: Store, run_ids: list[str]) -> str:
     for (run_id, metric, shots), group in scores.groupby(["run_id", "metric", "shots"], sort=False):
         cells = {}
         for step, s in group.groupby("step"):
-            if step in (0, 1, 5, 10):
+            if step in (0, 1, 5, 10, group.step.max()):
                 cells[f"{step} steps"] = summarize(s.value.to_numpy()).describe()
         rows.append({"learner": runs.learner[run_id], "seed": runs.seed[run_id], "shots": shots, "metric": metric,
                      **cells})

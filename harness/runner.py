@@ -210,6 +210,7 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
                           prepared.config, versions(), git_commit(), command))
     run_dir = out_dir / prepared.run_id
     torch.set_num_threads(prepared.config["threads"])
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prepared.config["tf32"]
     keep_freed_memory()
     try:
         state = checkpoints.load_tensors(run_dir / checkpoints.MODEL)
