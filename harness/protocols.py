@@ -130,7 +130,8 @@ class Suite(Protocol):
         """The test metric of each task of a batch (task dimension 0) -> one value per task."""
 
     def sample(self, split: str, n_tasks: int, generator: torch.Generator, shots: int, query: int) -> TaskBatch:
-        """`n_tasks` tasks of `split` ("train" | "val" | "test"), every random draw taken from `generator`."""
+        """`n_tasks` tasks of `split` ("train" | "val" | "test") with `shots` support and `query` query examples
+        each (per class, for classification), every random draw taken from `generator`."""
 
     def evaluator(self, device: torch.device) -> Evaluator:
         """The frozen test protocol of this suite under its config."""

@@ -88,3 +88,30 @@ def test_fully_connected_maml_and_pretrain_with_a_fresh_head(omniglot, tmp_path)
     db = sqlite3.connect(out / "results.sqlite")
     (head,) = db.execute("SELECT value FROM details WHERE key = 'fresh_head'").fetchone()
     assert json.loads(head) == ["13.weight", "13.bias"]  # the output layer of 256-128-64-64, zeroed for N ways
+
+
+def test_tables_1_and_3_pick_each_cell_by_setting_and_model(omniglot, tmp_path):
+    out, results = str(tmp_path / "out"), tmp_path / "tables"
+    for model in ("conv", "fc"):
+        assert main(["run", "--suite", "omniglot", "--learners", "maml", "--profile", "smoke", "--set",
+                     f"model={model}", "--out", out, "--quiet"]) == 0
+    assert main(["run", "--suite", "omniglot", "--learners", "context", "--setting", "5way-5shot", "--profile",
+                 "smoke", "--out", out, "--quiet"]) == 0
+    assert main(["report", "--out", out, "--results", str(results), "--tables", "table1,table3"]) == 0
+    import pandas as pd
+    table1 = pd.read_csv(results / "table1.csv").set_index(["setting", "row", "column"])
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    config = {learner_model: run_id for run_id, learner_model in db.execute(
+        "SELECT run_id, learner || '-' || json_extract(config, '$.model') FROM runs")}
+    conv, fc = table1.loc[("5-way", "MAML", "1-shot")], table1.loc[("5-way", "MAML no conv", "1-shot")]
+    assert conv.n == fc.n == 4 and conv.paper == 98.7 and fc.paper == 89.7
+    scores = lambda run_id: [v for (v,) in db.execute(
+        "SELECT value FROM scores WHERE run_id = ? AND step = 3 ORDER BY task", (run_id,))]
+    assert conv["mean"] == pytest.approx(sum(scores(config["maml-conv"])) / 4)  # the last test step
+    assert fc["mean"] == pytest.approx(sum(scores(config["maml-fc"])) / 4)
+    assert table1.loc[("20-way", "MAML", "1-shot")].isna()["mean"]
+    assert table1.loc[("5-way", "MAML", "5-shot")].isna()["mean"]
+    table3 = pd.read_csv(results / "table3.csv").set_index(["row", "column"])
+    assert table3.loc[("context vector", "5-shot")].n == 4 and table3.loc[("context vector", "1-shot")].isna()["mean"]
+    md = (results / "table1.md").read_text()
+    assert "Every cell: smoke profile on cpu." in md and "not at the paper's training budget" in md
