@@ -128,8 +128,8 @@ def fastest_meta_gradient(
     vectorize: str = "auto", compile: bool = False,
     on_choice: Callable[[str, dict[str, float]], None] = lambda mode, ms: None,
 ) -> MetaGradient:
-    """`meta_gradient` with `vectorize` resolved: "auto" times vmap and loop on the first call's batch (warm-up plus
-    two calls each), keeps the faster for every later call, and reports (choice, ms by mode) to `on_choice`.
+    """`meta_gradient` with `vectorize` resolved: "auto" times vmap and loop on the first call's batch (a warm-up and
+    a timed call each), keeps the faster for every later call, and reports (choice, ms by mode) to `on_choice`.
     Compiled, "auto" takes vmap (compiling the loop unrolls it over the meta-batch)."""
     if vectorize != "auto" or compile:
         mode = "vmap" if vectorize == "auto" else vectorize
@@ -139,7 +139,7 @@ def fastest_meta_gradient(
 
     def step(params: Params, *data: Tensor) -> tuple[Tensor, Params]:
         if not chosen:
-            ms = {mode: milliseconds(fn, params, *data) for mode, fn in candidates.items()}
+            ms = {mode: milliseconds(fn, params, *data, repeats=1) for mode, fn in candidates.items()}
             chosen.append(min(ms, key=ms.__getitem__))
             on_choice(chosen[0], ms)
         return candidates[chosen[0]](params, *data)
