@@ -8,8 +8,10 @@ the query drawings of 600 frozen test episodes per setting.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +26,8 @@ from plugins.omniglot_data import SIZE, OmniglotData, load_split
 from plugins.vision import conv_net, fc_net
 
 ROTATIONS = 4
+EPISODES = Path(__file__).parent / "reference" / "omniglot-test-episodes.json"
+"""sha256 of the 600 frozen test episodes of each setting (`Omniglot.test_episodes_digest`)."""
 
 
 def _setting(ways: int, shots: int) -> dict[str, Any]:
@@ -125,6 +129,17 @@ class Omniglot:
 
     def evaluator(self, device: torch.device) -> FewShotEvaluator:
         return FewShotEvaluator.from_config(self.config, device)
+
+    def test_episodes_digest(self) -> str:
+        """sha256 of this setting's frozen test episodes (pixels, labels, classes): compared in the tests with the
+        committed `EPISODES` manifest, so a change to sampling cannot silently change the test set."""
+        tasks = self.evaluator(torch.device("cpu")).tasks(self)
+        digest = hashlib.sha256()
+        for field in TaskBatch.TENSORS:
+            if (tensor := getattr(tasks, field)) is not None:
+                digest.update(tensor.to(torch.int64 if field != "support_x" and field != "query_x" else torch.uint8)
+                              .contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
 
 @hookimpl

@@ -9,7 +9,7 @@ import torch
 from harness.cli import main
 from harness.plugins import registry
 from harness.runner import RunSpec, prepare
-from plugins.omniglot import Omniglot
+from plugins.omniglot import EPISODES, Omniglot
 from plugins.omniglot_data import load_split
 
 REG = registry()
@@ -17,8 +17,8 @@ LEARNERS = sorted(name for name, p in REG.learners.items() if p.obj.applies_to(O
 SETTINGS = list(Omniglot.settings)
 
 
-def suite(setting="5way-1shot", **overrides):
-    return prepare(RunSpec("omniglot", "maml", "smoke", setting=setting,
+def suite(setting="5way-1shot", profile="smoke", **overrides):
+    return prepare(RunSpec("omniglot", "maml", profile, setting=setting,
                            overrides={k: str(v) for k, v in overrides.items()}), REG).suite
 
 
@@ -115,3 +115,10 @@ def test_tables_1_and_3_pick_each_cell_by_setting_and_model(omniglot, tmp_path):
     assert table3.loc[("context vector", "5-shot")].n == 4 and table3.loc[("context vector", "1-shot")].isna()["mean"]
     md = (results / "table1.md").read_text()
     assert "Every cell: smoke profile on cpu." in md and "not at the paper's training budget" in md
+
+
+def test_frozen_test_episodes_match_the_committed_manifest(omniglot):
+    committed = json.loads(EPISODES.read_text())
+    assert set(committed) == set(SETTINGS)
+    for setting in SETTINGS:
+        assert suite(setting, "paper").test_episodes_digest() == committed[setting], setting  # 600 episodes
