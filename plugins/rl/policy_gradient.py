@@ -1,0 +1,215 @@
+"""Policy gradients for the MAML RL experiments, after the authors' released code (cbfinn/maml_rl, built on rllab).
+
+A Gaussian MLP policy used functionally on a params dict (`GaussianMLPPolicy`, ReLU as in maml_rl), a sampler that
+rolls out the adapted policies of T tasks at once (`rollout` -> `Paths`, padded to the horizon H with a mask),
+rllab's `LinearFeatureBaseline` fitted on each task's own paths before predicting them (`fit_baseline`, as
+maml_rl's `BaseSampler.process_samples`), advantages normalised per task (`advantages`, rllab's `center_adv`) and
+the REINFORCE surrogate, MAML's inner-loop loss for one task (`surrogate_loss`; vmap it over tasks).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.utils._pytree as pytree
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from harness.protocols import Params
+
+
+class BatchEnv(Protocol):
+    """E environments stepped together, one per trajectory; a done env stays frozen and is rewarded 0."""
+
+    observation_size: int
+    action_size: int
+    horizon: int
+
+    def reset(self) -> Tensor:
+        """Observations [E, obs]."""
+        ...
+
+    def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Actions [E, act] -> (observations [E, obs], rewards [E], done [E] bool)."""
+        ...
+
+
+class GaussianMLPPolicy(nn.Module):
+    """Observations [..., obs] -> (mean [..., act], log_std [..., act]) of a diagonal Gaussian over actions.
+
+    The mean is a ReLU MLP (Xavier-uniform weights, zero biases); `log_std` [act] is one state-independent parameter,
+    initialised to log(init_std).
+    """
+
+    def __init__(
+        self, observation_size: int, action_size: int, hidden: Sequence[int] = (100, 100), init_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        sizes = [observation_size, *hidden, action_size]
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            linear = nn.Linear(n_in, n_out)
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+            layers += [linear, nn.ReLU()]
+        self.mean = nn.Sequential(*layers[:-1])
+        self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
+
+    def forward(self, observations: Tensor) -> tuple[Tensor, Tensor]:
+        mean = self.mean(observations)
+        return mean, self.log_std.expand_as(mean)
+
+
+def log_prob(module: nn.Module, params: Params, observations: Tensor, actions: Tensor) -> Tensor:
+    """Log density [...] of actions [..., act] given observations [..., obs] (summed over action dimensions)."""
+    mean, log_std = functional_call(module, params, (observations,))
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def kl(module: nn.Module, old_params: Params, new_params: Params, observations: Tensor) -> Tensor:
+    """KL(old || new) [...] of the two policies' action distributions at each observation [..., obs]."""
+    old_mean, old_log_std = functional_call(module, old_params, (observations,))
+    new_mean, new_log_std = functional_call(module, new_params, (observations,))
+    squared = (torch.exp(2 * old_log_std) + (old_mean - new_mean) ** 2) / (2 * torch.exp(2 * new_log_std))
+    return (new_log_std - old_log_std + squared - 0.5).sum(-1)
+
+
+def _sample(mean: Tensor, log_std: Tensor, generator: torch.Generator) -> Tensor:
+    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    return mean + torch.exp(log_std) * noise
+
+
+def sample_actions(module: nn.Module, params: Params, observations: Tensor, generator: torch.Generator) -> Tensor:
+    """Actions [..., act] drawn at observations [..., obs]: mean + std * standard normal noise from `generator`."""
+    mean, log_std = functional_call(module, params, (observations,))
+    return _sample(mean, log_std, generator)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Trajectories padded to the horizon H: observations [T, N, H, obs], actions [T, N, H, act], rewards [T, N, H],
+    mask [T, N, H] (float: 1 on the steps taken, 0 after the episode ended); T tasks of N trajectories each.
+
+    The methods accept any leading shape (one task's paths are [N, H, ...]); registered as a pytree, so `vmap`
+    maps over its tensors.
+    """
+
+    observations: Tensor
+    actions: Tensor
+    rewards: Tensor
+    mask: Tensor
+
+    def returns(self, gamma: float) -> Tensor:
+        """Discounted reward-to-go [..., H], zero after the end of each path."""
+        steps = torch.arange(self.rewards.shape[-1], device=self.rewards.device)
+        lag = steps[None, :] - steps[:, None]  # lag[i, j] = j - i
+        discount = torch.tensor(gamma, dtype=self.rewards.dtype, device=self.rewards.device) ** lag.clamp(min=0)
+        discount = torch.where(lag >= 0, discount, 0)
+        return (self.rewards * self.mask) @ discount.mT * self.mask
+
+    def undiscounted_return(self) -> Tensor:
+        """Mean over trajectories of the sum of rewards: [T] (the paper's metric)."""
+        return (self.rewards * self.mask).sum(-1).mean(-1)
+
+
+pytree.register_dataclass(Paths)
+
+EnvFactory = Callable[[Tensor], BatchEnv]
+"""Task parameters of each env [E, k] -> a `BatchEnv` of E envs."""
+
+
+@torch.no_grad()
+def rollout(
+    env_factory: EnvFactory, module: nn.Module, params: Params, tasks: Tensor, n_trajectories: int,
+    generator: torch.Generator,
+) -> Paths:
+    """`n_trajectories` (N) trajectories of each of the T tasks `tasks` [T, k], each under its own policy.
+
+    Every tensor of `params` has a leading T dimension (task t's adapted policy); the envs (E = T * N, task t's
+    trajectories contiguous) are stepped together for at most the env's horizon H, stopping once all are done.
+    Returns `Paths` [T, N, H, ...]: mask 1 on each step taken, including the one that ended the episode; everything
+    else is zero on padded steps.
+    """
+    n_tasks, n = tasks.shape[0], n_trajectories
+    env = env_factory(tasks.repeat_interleave(n, dim=0))
+    policy = vmap(lambda p, o: functional_call(module, p, (o,)))
+    obs = env.reset()
+    e, h = obs.shape[0], env.horizon
+    alive = torch.ones(e, dtype=torch.bool, device=obs.device)
+    observations = obs.new_zeros(e, h, env.observation_size)
+    actions = obs.new_zeros(e, h, env.action_size)
+    rewards = obs.new_zeros(e, h)
+    mask = obs.new_zeros(e, h)
+    for t in range(h):
+        mean, log_std = policy(params, obs.reshape(n_tasks, n, -1))
+        action = _sample(mean, log_std, generator).reshape(e, -1)
+        next_obs, reward, done = env.step(action)
+        observations[:, t] = torch.where(alive[:, None], obs, 0)
+        actions[:, t] = torch.where(alive[:, None], action, 0)
+        rewards[:, t] = torch.where(alive, reward, 0)
+        mask[:, t] = alive.to(mask.dtype)
+        alive = alive & ~done
+        obs = next_obs
+        if not alive.any():
+            break
+    return Paths(*(x.reshape(n_tasks, n, h, *x.shape[2:]) for x in (observations, actions, rewards, mask)))
+
+
+def _features(paths: Paths) -> Tensor:
+    """rllab's LinearFeatureBaseline features [..., H, 2 obs + 4], zero on padded steps (whatever they hold)."""
+    o = paths.observations.clamp(-10, 10)
+    t = torch.arange(o.shape[-2], dtype=o.dtype, device=o.device) / 100
+    t = t[:, None].expand(*o.shape[:-1], 1)
+    features = torch.cat([o, o**2, t, t**2, t**3, torch.ones_like(t)], dim=-1)
+    return torch.where(paths.mask[..., None] > 0, features, 0)
+
+
+def fit_baseline(paths: Paths, returns: Tensor, reg_coeff: float = 1e-5) -> Tensor:
+    """rllab's linear feature baseline, fitted on each task's own paths [T, N, H, ...] and evaluated on them.
+
+    Ridge least squares of `returns` [T, N, H] on the features of the valid steps only; a task whose solve fails
+    or is not finite retries with 10x the ridge coefficient (5 tries in all). All tasks are solved at once.
+    Returns the values [T, N, H], zero on padded steps.
+    """
+    features = _features(paths)
+    x = features.flatten(-3, -2)  # [T, N*H, F]
+    y = torch.where(paths.mask > 0, returns, 0).flatten(-2)[..., None]  # [T, N*H, 1]
+    gram, rhs = x.mT @ x, x.mT @ y
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    reg = torch.full(gram.shape[:-2], reg_coeff, dtype=gram.dtype, device=gram.device)
+    for _ in range(5):
+        coeffs, info = torch.linalg.solve_ex(gram + reg[..., None, None] * eye, rhs)
+        failed = (info != 0) | ~coeffs.isfinite().all(-1).all(-1)
+        if not failed.any():
+            break
+        reg = torch.where(failed, reg * 10, reg)
+    values = (features @ coeffs.unsqueeze(-3)).squeeze(-1)
+    return torch.where(paths.mask > 0, values, 0)
+
+
+def advantages(paths: Paths, gamma: float = 0.99, baseline: bool = True, normalize: bool = True) -> Tensor:
+    """Advantages [T, N, H]: discounted returns minus the fitted baseline (GAE with lambda 1), zero on padded steps.
+
+    `normalize`: mean 0, std 1 (+1e-8) over each task's valid steps, as rllab's `center_adv`.
+    """
+    returns = paths.returns(gamma)
+    adv = returns - fit_baseline(paths, returns) if baseline else returns
+    if not normalize:
+        return adv
+    mask = paths.mask
+    count = mask.sum((-2, -1), keepdim=True)
+    mean = (adv * mask).sum((-2, -1), keepdim=True) / count
+    std = ((((adv - mean) * mask) ** 2).sum((-2, -1), keepdim=True) / count).sqrt()
+    return (adv - mean) / (std + 1e-8) * mask
+
+
+def surrogate_loss(module: nn.Module, params: Params, paths: Paths, adv: Tensor) -> Tensor:
+    """REINFORCE loss of ONE task, paths [N, H, ...] and advantages `adv` [N, H] (constants): the masked mean of
+    -log_prob * adv. Differentiable in `params` (`torch.func.grad`); vmap over tasks for a batch.
+    """
+    logp = log_prob(module, params, paths.observations, paths.actions)
+    return -(logp * adv * paths.mask).sum() / paths.mask.sum()
