@@ -22,8 +22,9 @@ class FunctionalModel:
     """`suite.make_model(extra_inputs=...)` plus an optional learned context vector, as pure functions of params.
 
     `params` are the trainable tensors (the model's parameters and, with `context_size`, "context" initialised to
-    zeros); `weights` names the model's own parameters (what fine-tuning adapts); `outputs` is passed to
-    `Suite.make_model` (e.g. a classifier over all training classes)."""
+    zeros, of the shape `suite.context_shape(context_size)` where the suite defines it, else a vector); `weights`
+    names the model's own parameters (what fine-tuning adapts); `outputs` is passed to `Suite.make_model` (e.g. a
+    classifier over all training classes)."""
 
     def __init__(self, suite: Suite, device: torch.device | str, context_size: int = 0, features: int = 0,
                  outputs: int | None = None) -> None:
@@ -32,13 +33,14 @@ class FunctionalModel:
         self.weights = [name for name, _ in self.module.named_parameters()]
         self.params: Params = dict(self.module.named_parameters())
         if context_size:
-            self.params["context"] = torch.zeros(context_size, device=device, requires_grad=True)
+            shape = getattr(suite, "context_shape", lambda size: (size,))(context_size)
+            self.params["context"] = torch.zeros(shape, device=device, requires_grad=True)
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """One task's outputs for inputs `x`, with any extra inputs of `params` appended."""
-        extras = [params[k] for k in EXTRA_INPUTS if k in params]
-        if extras:
-            x = self.suite.append_inputs(x, torch.cat(extras))
+        for name in EXTRA_INPUTS:
+            if name in params:
+                x = self.suite.append_inputs(x, params[name])
         return functional_call(self.module, {k: params[k] for k in self.weights}, (x,))
 
     def loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:

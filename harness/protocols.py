@@ -120,8 +120,12 @@ class Suite(Protocol):
         """A freshly initialised model (from the global RNG: the runner seeds it); `extra_inputs` widens the input;
         `outputs` replaces the output size of a task (e.g. `pooled_classes` for a classifier over all classes)."""
 
+    # optional: `context_shape(size: int) -> tuple[int, ...]`, the shape of a learned context of `size` extra inputs
+    # (default: a vector; an image suite makes it `size` free image channels, which batch norm cannot cancel)
+
     def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
-        """One task's inputs `x` with the vector `extra` appended to each (as features, or as channels of an image)."""
+        """One task's inputs `x` with `extra` appended to each: a vector (as features, or as constant channels of an
+        image) or a tensor of `context_shape` (e.g. free image channels)."""
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The training loss of one task (a scalar)."""

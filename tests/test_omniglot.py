@@ -67,6 +67,17 @@ def test_models_and_channelwise_context(omniglot):
     assert main(["run", "--suite", "omniglot", "--learners", "maml", "--set", "model=mlp"]) == 2
 
 
+def test_the_context_is_free_image_channels_that_change_the_outputs(omniglot):
+    from harness.models import FunctionalModel
+
+    omni = suite()
+    net = FunctionalModel(omni, "cpu", context_size=2)
+    assert net.params["context"].shape == (2, 28, 28) and net.module[0].in_channels == 3
+    x = omni.sample("train", 1, torch.Generator().manual_seed(0), 1, 1).support_x[0]
+    spatial = {**net.params, "context": torch.randn(2, 28, 28)}
+    assert not torch.allclose(net.forward(spatial, x), net.forward(net.params, x), atol=1e-3)
+
+
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("learner", LEARNERS)
 def test_smoke_run_of_every_learner_and_setting(omniglot, tmp_path, learner, setting):
