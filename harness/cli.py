@@ -4,6 +4,7 @@ Bad input: one line on stderr naming the problem and the fix, exit status 2."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -141,12 +142,22 @@ def cmd_tasks(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
 
     _require_store(args.out)
     store = Store(args.out)
-    table, summary = worst_tasks(store, reg, args.suite, args.learner, args.shots, args.step, args.worst, args.profile)
+    where = {k: _json_or_text(v) for k, v in parse_assignments(args.where).items()}
+    table, summary = worst_tasks(store, reg, args.suite, args.learner, args.shots, args.step, args.worst, args.profile,
+                                 where)
     print(tabulate(table.reset_index(), headers="keys", tablefmt="github", showindex=False, floatfmt=".3g"))
     for key, value in summary.items():
         print(f"{key}: {value}")
     store.close()
     return 0
+
+
+def _json_or_text(value: str) -> object:
+    """A --where value as the config stores it: a number, boolean or list when it parses as JSON, else the text."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
@@ -284,6 +295,8 @@ def parser() -> argparse.ArgumentParser:
     tasks.add_argument("--step", type=int, required=True)
     tasks.add_argument("--worst", type=int, default=10, help="how many tasks to show (default: 10)")
     tasks.add_argument("--profile", default=None, help="the profile's runs (default: the most thorough)")
+    tasks.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                       help="only runs whose config has this value, e.g. --where ways=20 --where model=conv")
     tasks.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
     tasks.set_defaults(fn=cmd_tasks)
     check = sub.add_parser("check", help="regression check: rerun learners, compare per-task scores with a reference")

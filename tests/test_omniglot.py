@@ -1,6 +1,7 @@
 """Omniglot on the real data (HARNESS_DATA, as in CI): episodes, models, and a smoke run of every applicable learner
 in every setting (5/20-way x 1/5-shot)."""
 import json
+import re
 import sqlite3
 
 import pytest
@@ -101,7 +102,7 @@ def test_fully_connected_maml_and_pretrain_with_a_fresh_head(omniglot, tmp_path)
     assert json.loads(head) == ["13.weight", "13.bias"]  # the output layer of 256-128-64-64, zeroed for N ways
 
 
-def test_tables_1_and_3_pick_each_cell_by_setting_and_model(omniglot, tmp_path):
+def test_tables_1_and_3_pick_each_cell_by_setting_and_model(omniglot, tmp_path, capsys):
     out, results = str(tmp_path / "out"), tmp_path / "tables"
     for model in ("conv", "fc"):
         assert main(["run", "--suite", "omniglot", "--learners", "maml", "--profile", "smoke", "--set",
@@ -126,6 +127,12 @@ def test_tables_1_and_3_pick_each_cell_by_setting_and_model(omniglot, tmp_path):
     assert table3.loc[("context vector", "5-shot")].n == 4 and table3.loc[("context vector", "1-shot")].isna()["mean"]
     md = (results / "table1.md").read_text()
     assert "Every cell: smoke profile on cpu." in md and "not at the paper's training budget" in md
+    for model, cell in (("fc", fc), ("conv", conv)):  # the worst episodes of one run, picked by its config
+        assert main(["tasks", "--suite", "omniglot", "--learner", "maml", "--shots", "1", "--step", "2",
+                     "--where", f"model={model}", "--where", "ways=5", "--out", out]) == 0
+        printed = capsys.readouterr().out
+        mean = float(re.search(r"^mean: (\S+)$", printed, re.MULTILINE).group(1))
+        assert mean == pytest.approx(cell["mean"]) and "over_10x_median" not in printed
 
 
 def test_frozen_test_episodes_match_the_committed_manifest(omniglot):
