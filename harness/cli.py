@@ -68,20 +68,20 @@ def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int
     store = Store(out)
     progress = runner.tqdm_progress(not args.quiet)
     command = tables.command_line(argv)
-    failed = {run.run_id for run in execute_all(prepared, store, out, command, progress)}
+    failed = {run.run_id for run in execute_all(prepared, store, out, command, progress, args.rerun)}
     print(summary(store, [run.run_id for run in prepared if run.run_id not in failed]))
     store.close()
     return 1 if failed else 0
 
 
 def execute_all(prepared: Sequence[runner.PreparedRun], store: Store, out: Path, command: str,
-                progress: Progress) -> list[runner.PreparedRun]:
+                progress: Progress, rerun: bool = False) -> list[runner.PreparedRun]:
     """Execute every run in turn, reporting each on stderr; a run that raises is recorded as failed in the store
     and the others go on. Returns the failed runs."""
     failed = []
     for run in prepared:
         try:
-            print(f"{run.run_id}: {runner.execute(run, store, out, command, progress)}", file=sys.stderr)
+            print(f"{run.run_id}: {runner.execute(run, store, out, command, progress, rerun)}", file=sys.stderr)
         except Exception as exc:
             failed.append(run)
             print(f"{run.run_id}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -278,6 +278,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument("--rerun", action="store_true",
+                     help="compute finished runs again and replace their scores (a run is identified by its config, "
+                          "so after a code change that alters results, finished runs would otherwise be skipped)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(fn=cmd_run)
     report = sub.add_parser("report", help="write the tables (CSV + Markdown) and figures (PNG) from the results store")

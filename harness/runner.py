@@ -201,11 +201,18 @@ class RunContext:
         return state
 
 
-def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, progress: Progress) -> str:
-    """Run `prepared` to completion unless the store already has it done; returns "done" | "skipped"."""
+def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, progress: Progress,
+            rerun: bool = False) -> str:
+    """Run `prepared` to completion unless the store already has it done; returns "done" | "skipped".
+    With `rerun`, a finished run is computed again from scratch (after a code change: a run's identity is its
+    config, not the code) and its scores and details are replaced."""
     spec = prepared.spec
     if store.status(prepared.run_id) == "done":
-        return "skipped"
+        if not rerun:
+            return "skipped"
+        store.forget(prepared.run_id)
+        for name in (checkpoints.MODEL, checkpoints.TRAIN):
+            (out_dir / prepared.run_id / name).unlink(missing_ok=True)
     store.begin(RunRecord(prepared.run_id, spec.suite, spec.learner, spec.profile, spec.seed, spec.device,
                           prepared.config, versions(), git_commit(), command))
     run_dir = out_dir / prepared.run_id

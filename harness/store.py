@@ -118,6 +118,13 @@ class Store:
             self.db.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?)", rows)
             self.db.execute("UPDATE runs SET status = 'done', finished = ? WHERE run_id = ?", (time.time(), run_id))
 
+    def forget(self, run_id: str) -> None:
+        """Drop the scores and details of `run_id` (to compute it again); its row stays until the rerun begins."""
+        with self.db:
+            self.db.execute("DELETE FROM scores WHERE run_id = ?", (run_id,))
+            self.db.execute("DELETE FROM details WHERE run_id = ?", (run_id,))
+            self.db.execute("UPDATE runs SET status = 'running', train_seconds = NULL WHERE run_id = ?", (run_id,))
+
     def fail(self, run_id: str, error: str) -> None:
         with self.db:
             self.db.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?",

@@ -42,6 +42,20 @@ def test_rerun_skips_finished_runs(tmp_path, capsys):
     assert scores(tmp_path) == before
 
 
+
+def test_rerun_flag_recomputes_a_finished_run_and_replaces_its_scores(tmp_path, capsys, monkeypatch):
+    args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path)]
+    assert main(args) == 0
+    before = scores(tmp_path)
+    monkeypatch.setattr("plugins.sinusoid.Sinusoid.amplitude", (5.0, 5.0))  # a "code change" that alters results
+    assert main(args) == 0 and "skipped" in capsys.readouterr().err
+    assert scores(tmp_path) == before
+    assert main([*args, "--rerun"]) == 0
+    after = scores(tmp_path)
+    assert len(after) == len(before) and after != before
+    assert [r[:4] for r in after] == [r[:4] for r in before]  # the same cells, replaced, none duplicated
+
+
 def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, monkeypatch):
     args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
             "--set", "meta_iterations=30", "--set", "checkpoint_every=10"]
