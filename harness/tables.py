@@ -208,7 +208,10 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     origins = set(zip(ran.profile, ran.device))
 
     def cell(r: pd.Series) -> str:
-        ours = "not run" if pd.isna(r["mean"]) else describe(r["mean"], r["ci95"], r["n"], r["diverged"])
+        if not r["learner"]:
+            ours = "—"  # a method of the paper's table that no learner here implements
+        else:
+            ours = "not run" if pd.isna(r["mean"]) else describe(r["mean"], r["ci95"], r["n"], r["diverged"])
         paper = "" if pd.isna(r["paper"]) else f" ({fmt(r['paper'])})"
         origin = f" [{r['profile']}, {r['device']}]" if len(origins) > 1 and not pd.isna(r["mean"]) else ""
         return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}") + origin
@@ -217,7 +220,7 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     lines = [f"# {spec.title}", "",
              f"Ours: {spec.metric} ({better} is better), mean ± 95% interval over test tasks; the paper's value in "
              "parentheses; ≈ the paper's value lies in our interval, ▲ ours is better, ▼ ours falls short of the "
-             "paper.",
+             "paper; — a method of the paper's table that no learner here implements.",
              ""]
     if len(origins) == 1:
         (profile, device), = origins
