@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.distributions import Independent, Normal, kl_divergence
 from torch.func import grad, vmap
 
+from harness.functional import meta_gradient, sgd_step, task_loss
 from plugins.rl.policy_gradient import (
     GaussianMLPPolicy,
     Paths,
@@ -16,8 +17,11 @@ from plugins.rl.policy_gradient import (
     fit_baseline,
     kl,
     log_prob,
+    pack_targets,
+    reinforce_loss,
     rollout,
     sample_actions,
+    split,
     surrogate_loss,
 )
 
@@ -84,14 +88,14 @@ def test_log_prob_kl_and_sampling_match_torch_distributions():
     actions = torch.randn(4, 6, 2, generator=g, dtype=DTYPE)
 
     def dist(p: dict[str, Tensor]) -> Independent:
-        mean, log_std = torch.func.functional_call(policy, p, (obs,))
+        mean, log_std = split(torch.func.functional_call(policy, p, (obs,)))
         return Independent(Normal(mean, log_std.exp()), 1)
 
     assert log_prob(policy, new, obs, actions).shape == (4, 6)
     torch.testing.assert_close(log_prob(policy, new, obs, actions), dist(new).log_prob(actions))
     torch.testing.assert_close(kl(policy, old, new, obs), kl_divergence(dist(old), dist(new)))
     torch.testing.assert_close(kl(policy, old, old, obs), torch.zeros(4, 6, dtype=DTYPE))
-    mean, log_std = torch.func.functional_call(policy, new, (obs,))
+    mean, log_std = split(torch.func.functional_call(policy, new, (obs,)))
     noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(3), dtype=DTYPE)
     drawn = sample_actions(policy, new, obs, torch.Generator().manual_seed(3))
     torch.testing.assert_close(drawn, mean + log_std.exp() * noise)
@@ -124,6 +128,38 @@ def test_surrogate_gradient_matches_finite_differences_and_vmaps_over_tasks():
         expected = one_task_grad({k: v[t] for k, v in batched.items()}, task, adv[t])
         for k in params:
             torch.testing.assert_close(grads[k][t], expected[k])
+
+
+def test_maml_inner_step_and_second_order_meta_gradient_with_the_reinforce_loss_match_finite_differences():
+    """The harness's supervised inner loop, unchanged, is the policy-gradient step with `reinforce_loss` as the loss:
+    its one step equals params - lr * grad(surrogate), and the second-order meta-gradient of the post-adaptation
+    loss (through that step) matches central finite differences."""
+    policy, params = policy_and_params((3,), obs=2)
+    g = torch.Generator().manual_seed(2)
+    pre, post = random_paths(g, (1, 3, 4)), random_paths(g, (1, 3, 4))
+    adv_pre, adv_post = (torch.randn(1, 3, 4, generator=g, dtype=DTYPE) for _ in range(2))
+    loss_fn = task_loss(policy, reinforce_loss)
+    support = (pre.observations, pack_targets(pre, adv_pre))
+    query = (post.observations, pack_targets(post, adv_post))
+    lr = 0.5
+    adapted = sgd_step(loss_fn, params, support[0][0], support[1][0], lr)
+    surrogate = grad(lambda p: surrogate_loss(policy, p, pytree.tree_map(lambda x: x[0], pre), adv_pre[0]))(params)
+    for k in params:
+        torch.testing.assert_close(adapted[k], params[k] - lr * surrogate[k])
+
+    outer = lambda p: loss_fn(sgd_step(loss_fn, p, support[0][0], support[1][0], lr), query[0][0], query[1][0])
+    _, meta = meta_gradient(loss_fn, [lr])(params, *support, *query)
+    eps = 1e-6
+    for name, value in params.items():
+        numeric = torch.zeros_like(value)
+        for i in range(value.numel()):
+            step = torch.zeros_like(value)
+            step.view(-1)[i] = eps
+            numeric.view(-1)[i] = (outer({**params, name: value + step}) - outer({**params, name: value - step})) / (
+                2 * eps)
+        torch.testing.assert_close(meta[name], numeric, rtol=1e-5, atol=1e-8)
+    first_order = meta_gradient(loss_fn, [lr], first_order=True)(params, *support, *query)[1]
+    assert max((first_order[k] - meta[k]).abs().max() for k in params) > 1e-4  # second-order terms matter here
 
 
 def test_returns_and_undiscounted_return_match_a_loop_with_masks():

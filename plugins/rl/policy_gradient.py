@@ -38,7 +38,8 @@ class BatchEnv(Protocol):
 
 
 class GaussianMLPPolicy(nn.Module):
-    """Observations [..., obs] -> (mean [..., act], log_std [..., act]) of a diagonal Gaussian over actions.
+    """Observations [..., obs] -> [..., 2 act]: the mean and log-std of a diagonal Gaussian over actions, concatenated
+    (one output tensor, like any model of a suite: `split` takes them apart).
 
     The mean is a ReLU MLP (Xavier-uniform weights, zero biases); `log_std` [act] is one state-independent parameter,
     initialised to log(init_std).
@@ -58,22 +59,33 @@ class GaussianMLPPolicy(nn.Module):
         self.mean = nn.Sequential(*layers[:-1])
         self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
 
-    def forward(self, observations: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, observations: Tensor) -> Tensor:
         mean = self.mean(observations)
-        return mean, self.log_std.expand_as(mean)
+        return torch.cat([mean, self.log_std.expand_as(mean)], dim=-1)
 
 
-def log_prob(module: nn.Module, params: Params, observations: Tensor, actions: Tensor) -> Tensor:
-    """Log density [...] of actions [..., act] given observations [..., obs] (summed over action dimensions)."""
-    mean, log_std = functional_call(module, params, (observations,))
+def split(outputs: Tensor) -> tuple[Tensor, Tensor]:
+    """A policy's outputs [..., 2 act] -> (mean [..., act], log_std [..., act])."""
+    mean, log_std = outputs.chunk(2, dim=-1)
+    return mean, log_std
+
+
+def gaussian_log_prob(outputs: Tensor, actions: Tensor) -> Tensor:
+    """Log density [...] of actions [..., act] under policy outputs [..., 2 act] (summed over action dimensions)."""
+    mean, log_std = split(outputs)
     z = (actions - mean) * torch.exp(-log_std)
     return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def log_prob(module: nn.Module, params: Params, observations: Tensor, actions: Tensor) -> Tensor:
+    """Log density [...] of actions [..., act] given observations [..., obs] (summed over action dimensions)."""
+    return gaussian_log_prob(functional_call(module, params, (observations,)), actions)
+
+
 def kl(module: nn.Module, old_params: Params, new_params: Params, observations: Tensor) -> Tensor:
     """KL(old || new) [...] of the two policies' action distributions at each observation [..., obs]."""
-    old_mean, old_log_std = functional_call(module, old_params, (observations,))
-    new_mean, new_log_std = functional_call(module, new_params, (observations,))
+    old_mean, old_log_std = split(functional_call(module, old_params, (observations,)))
+    new_mean, new_log_std = split(functional_call(module, new_params, (observations,)))
     squared = (torch.exp(2 * old_log_std) + (old_mean - new_mean) ** 2) / (2 * torch.exp(2 * new_log_std))
     return (new_log_std - old_log_std + squared - 0.5).sum(-1)
 
@@ -85,8 +97,7 @@ def _sample(mean: Tensor, log_std: Tensor, generator: torch.Generator) -> Tensor
 
 def sample_actions(module: nn.Module, params: Params, observations: Tensor, generator: torch.Generator) -> Tensor:
     """Actions [..., act] drawn at observations [..., obs]: mean + std * standard normal noise from `generator`."""
-    mean, log_std = functional_call(module, params, (observations,))
-    return _sample(mean, log_std, generator)
+    return _sample(*split(functional_call(module, params, (observations,))), generator)
 
 
 @dataclass(frozen=True)
@@ -145,8 +156,7 @@ def rollout(
     rewards = obs.new_zeros(e, h)
     mask = obs.new_zeros(e, h)
     for t in range(h):
-        mean, log_std = policy(params, obs.reshape(n_tasks, n, -1))
-        action = _sample(mean, log_std, generator).reshape(e, -1)
+        action = _sample(*split(policy(params, obs.reshape(n_tasks, n, -1))), generator).reshape(e, -1)
         next_obs, reward, done = env.step(action)
         observations[:, t] = torch.where(alive[:, None], obs, 0)
         actions[:, t] = torch.where(alive[:, None], action, 0)
@@ -207,9 +217,21 @@ def advantages(paths: Paths, gamma: float = 0.99, baseline: bool = True, normali
     return (adv - mean) / (std + 1e-8) * mask
 
 
+def pack_targets(paths: Paths, adv: Tensor) -> Tensor:
+    """What the policy-gradient loss needs beside the policy's outputs, as one tensor [..., N, H, act + 2]:
+    actions, advantage and mask per step (the "targets" of `reinforce_loss`, as a suite's loss takes them)."""
+    return torch.cat([paths.actions, adv[..., None], paths.mask[..., None]], dim=-1)
+
+
+def reinforce_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """REINFORCE loss of ONE task from policy outputs [N, H, 2 act] and `pack_targets` [N, H, act + 2]: the masked
+    mean of -log_prob * advantage. A suite's `loss(outputs, targets)`, so MAML's inner step is the policy gradient."""
+    actions, adv, mask = targets[..., :-2], targets[..., -2], targets[..., -1]
+    return -(gaussian_log_prob(outputs, actions) * adv * mask).sum() / mask.sum()
+
+
 def surrogate_loss(module: nn.Module, params: Params, paths: Paths, adv: Tensor) -> Tensor:
     """REINFORCE loss of ONE task, paths [N, H, ...] and advantages `adv` [N, H] (constants): the masked mean of
     -log_prob * adv. Differentiable in `params` (`torch.func.grad`); vmap over tasks for a batch.
     """
-    logp = log_prob(module, params, paths.observations, paths.actions)
-    return -(logp * adv * paths.mask).sum() / paths.mask.sum()
+    return reinforce_loss(functional_call(module, params, (paths.observations,)), pack_targets(paths, adv))
