@@ -194,11 +194,11 @@ def _orderings(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
         paper = cells.sort_values("paper", ascending=worst_first).row.tolist()
         ours = cells.sort_values("mean", ascending=worst_first).row.tolist()
         verdict = "the same order" if paper == ours else "a different order"
-        lines.append(f"- {setting}, {column}: paper {' > '.join(paper)}; ours {' > '.join(ours)} ({verdict})")
+        lines.append(f"- {setting}, {column}: paper {' < '.join(paper)}; ours {' < '.join(ours)} ({verdict})")
     if not lines:
         return []
-    return ["", f"Order of the paper's rows by {spec.metric}, largest first (ties within intervals still count):",
-            "", *lines]
+    return ["", f"Order of the paper's rows by {spec.metric}, from worst to best (a < b: a is worse; ties within "
+            "intervals still count):", "", *lines]
 
 
 def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
