@@ -68,6 +68,8 @@ class Omniglot:
         self.config = config
         self.ways: int = config["ways"]
         self._images: dict[str, Tensor] | None = None
+        if not (cache_dir() / "omniglot").exists():
+            OmniglotData.archives(data_dir())  # missing data: a UsageError now, before any run starts
 
     @property
     def pooled_classes(self) -> int:

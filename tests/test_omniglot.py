@@ -34,6 +34,15 @@ def test_the_applicable_learners_are_the_papers_and_oracle_is_refused(capsys):
     assert "omniglot" not in oracle and "sinusoid" in oracle
 
 
+def test_missing_data_is_one_line_exit_2_before_any_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "nothing"))
+    assert main(["run", "--suite", "omniglot", "--learners", "maml", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Omniglot not found: put images_background.zip and images_evaluation.zip" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
 def test_episodes_are_n_way_k_shot_of_rotated_characters_of_their_split(omniglot):
     omni = suite("20way-5shot")
     tasks = omni.sample("test", 3, torch.Generator().manual_seed(0), shots=5, query=5)
