@@ -76,6 +76,19 @@ def random_paths(generator: torch.Generator, shape: tuple[int, ...], obs: int = 
     )
 
 
+def central_differences(fn, params: dict[str, Tensor], eps: float = 1e-6) -> dict[str, Tensor]:
+    """The gradient of the scalar `fn(params)` by central finite differences, entry by entry."""
+    out = {}
+    for name, value in params.items():
+        numeric = torch.zeros_like(value)
+        for i in range(value.numel()):
+            step = torch.zeros_like(value)
+            step.view(-1)[i] = eps
+            numeric.view(-1)[i] = (fn({**params, name: value + step}) - fn({**params, name: value - step})) / (2 * eps)
+        out[name] = numeric
+    return out
+
+
 def per_task(params: dict[str, Tensor], *tasks: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: torch.stack([{**params, **t}[k] for t in tasks]) for k in params}
 
@@ -109,16 +122,9 @@ def test_surrogate_gradient_matches_finite_differences_and_vmaps_over_tasks():
     adv = torch.randn(2, 3, 5, generator=g, dtype=DTYPE) * paths.mask
     one = pytree.tree_map(lambda x: x[0], paths)
     loss = lambda p: surrogate_loss(policy, p, one, adv[0])
-    analytic = grad(loss)(params)
-    eps = 1e-6
-    for name, value in params.items():
-        numeric = torch.zeros_like(value)
-        for i in range(value.numel()):
-            step = torch.zeros_like(value)
-            step.view(-1)[i] = eps
-            plus, minus = loss({**params, name: value + step}), loss({**params, name: value - step})
-            numeric.view(-1)[i] = (plus - minus) / (2 * eps)
-        torch.testing.assert_close(analytic[name], numeric, rtol=1e-6, atol=1e-9)
+    analytic, numeric = grad(loss)(params), central_differences(loss, params)
+    for name in params:
+        torch.testing.assert_close(analytic[name], numeric[name], rtol=1e-6, atol=1e-9)
 
     one_task_grad = grad(lambda p, x, a: surrogate_loss(policy, p, x, a))
     batched = per_task(params, params, {k: v + 0.1 for k, v in params.items()})
@@ -149,15 +155,9 @@ def test_maml_inner_step_and_second_order_meta_gradient_with_the_reinforce_loss_
 
     outer = lambda p: loss_fn(sgd_step(loss_fn, p, support[0][0], support[1][0], lr), query[0][0], query[1][0])
     _, meta = meta_gradient(loss_fn, [lr])(params, *support, *query)
-    eps = 1e-6
-    for name, value in params.items():
-        numeric = torch.zeros_like(value)
-        for i in range(value.numel()):
-            step = torch.zeros_like(value)
-            step.view(-1)[i] = eps
-            numeric.view(-1)[i] = (outer({**params, name: value + step}) - outer({**params, name: value - step})) / (
-                2 * eps)
-        torch.testing.assert_close(meta[name], numeric, rtol=1e-5, atol=1e-8)
+    numeric = central_differences(outer, params)
+    for name in params:
+        torch.testing.assert_close(meta[name], numeric[name], rtol=1e-5, atol=1e-8)
     first_order = meta_gradient(loss_fn, [lr], first_order=True)(params, *support, *query)[1]
     assert max((first_order[k] - meta[k]).abs().max() for k in params) > 1e-4  # second-order terms matter here
 
