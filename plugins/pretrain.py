@@ -67,12 +67,13 @@ class Pretrain:
         classification suite's examples are labelled with their class among all training classes."""
         cfg = self.config
         step = batch_gradient(net.loss, compile=cfg["compile"])
+        pooled = bool(suite.pooled_classes)  # once: a suite may compute it (Omniglot reads its split manifest)
 
         def gradient(params: Params, it: int) -> tuple[Tensor, Params]:
             tasks = suite.sample("train", cfg["meta_batch"], ctx.generator(it), cfg["train_shots"], cfg["train_query"])
             tasks = tasks.to(ctx.device)
             x = torch.cat([tasks.support_x, tasks.query_x], dim=1)
-            if suite.pooled_classes:
+            if pooled:
                 y = torch.cat([tasks.support_classes, tasks.query_classes], dim=1)
             else:
                 y = torch.cat([tasks.support_y, tasks.query_y], dim=1)
