@@ -3,10 +3,13 @@ meta-batch 32, 1 support + 1 query drawing per class, 1 inner step of 0.4), Adam
 28x28 images (the speed does not depend on the pixels), with the threads of the quick/paper profiles (2):
 
 - harness vmap and harness loop: `meta_gradient` with vectorize=vmap / loop (what vectorize=auto times and picks);
-- learn2learn style: per task, clone the parameters, adapt with create_graph=True, backward the query loss.
+- learn2learn style: per task, clone the parameters, adapt with create_graph=True, backward the query loss;
+- with HARNESS_BENCH_COMPILE=1 also harness vmap through torch.compile (tens of seconds to compile).
 
     python -m pytest benchmarks/test_omniglot_iteration.py -o addopts= -s
+    HARNESS_BENCH_DEVICE=cuda python -m pytest benchmarks/test_omniglot_iteration.py -o addopts= -s   # on a GPU
 """
+import os
 import time
 
 import pytest
@@ -17,21 +20,23 @@ from harness.functional import fastest_meta_gradient, meta_gradient, task_loss
 from plugins.vision import conv_net
 
 WAYS, META_BATCH, ALPHA, THREADS = 5, 32, 0.4, 2
+DEVICE = torch.device(os.environ.get("HARNESS_BENCH_DEVICE", "cpu"))
+COMPILE = os.environ.get("HARNESS_BENCH_COMPILE") == "1"
 
 
 @pytest.fixture(scope="module")
 def setup():
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
-    model = conv_net(1, WAYS)
-    images = lambda: (torch.rand(META_BATCH, WAYS, 1, 28, 28) < 0.1).float()
-    labels = torch.arange(WAYS).expand(META_BATCH, WAYS)
+    model = conv_net(1, WAYS).to(DEVICE)
+    images = lambda: (torch.rand(META_BATCH, WAYS, 1, 28, 28, device=DEVICE) < 0.1).float()
+    labels = torch.arange(WAYS, device=DEVICE).expand(META_BATCH, WAYS)
     return model, (images(), labels, images(), labels)
 
 
-def harness(model, vectorize):
+def harness(model, vectorize, compile=False):
     loss_fn = task_loss(model, torch.nn.functional.cross_entropy)
-    step = meta_gradient(loss_fn, [ALPHA], vectorize=vectorize)
+    step = meta_gradient(loss_fn, [ALPHA], vectorize=vectorize, compile=compile)
     params = dict(model.named_parameters())
     optimizer = torch.optim.Adam(params.values(), lr=1e-3)
 
@@ -60,11 +65,14 @@ def learn2learn_style(model):
 
 
 def median_ms(fn, data, repeat=7):
+    sync = torch.cuda.synchronize if DEVICE.type == "cuda" else lambda: None
     fn(data)
     times = []
     for _ in range(repeat):
+        sync()
         start = time.perf_counter()
         fn(data)
+        sync()
         times.append(time.perf_counter() - start)
     return sorted(times)[repeat // 2] * 1e3
 
@@ -74,12 +82,14 @@ def test_omniglot_meta_iteration_vmap_loop_and_learn2learn_style(setup, capsys):
     ms = {"harness vmap": median_ms(harness(model, "vmap"), data),
           "harness loop": median_ms(harness(model, "loop"), data),
           "learn2learn style": median_ms(learn2learn_style(model), data)}
+    if COMPILE:
+        ms["harness vmap compiled"] = median_ms(harness(model, "vmap", compile=True), data)
     choice = []
     fastest_meta_gradient(task_loss(model, torch.nn.functional.cross_entropy), [ALPHA],
                           on_choice=lambda mode, timed: choice.append(mode))(
         {k: p.detach() for k, p in model.named_parameters()}, *data)
     with capsys.disabled():
-        print(f"\nOmniglot 5-way 1-shot conv meta-iteration ({THREADS} threads), median ms: "
+        print(f"\nOmniglot 5-way 1-shot conv meta-iteration ({DEVICE}, {THREADS} threads), median ms: "
               + ", ".join(f"{name} {value:.0f}" for name, value in ms.items())
               + f"; vectorize=auto chose {choice[0]}")
     assert choice[0] in ("vmap", "loop")

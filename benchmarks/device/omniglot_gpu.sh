@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Issue 4's GPU session, run by the `device` tool in the root of a copy of the checkout (clean, at commit $COMMIT),
+# with two ignored folders carried beside it: .devcache/omniglot (a prepared cache: omniglot28.pt, characters.json)
+# and .devruns/results.sqlite (the results store). Within $DEADLINE seconds:
+#   1. GPU ms per meta-iteration of the paper's 5-way 1-shot conv MAML: vmap, loop, learn2learn style, compiled vmap;
+#   2. the paper profile of 5-way 1-shot conv MAML (compiled if that was at least twice as fast) beside the quick
+#      profile of the other settings' cells, as parallel processes on the one GPU; what is interrupted resumes later
+#      from its checkpoint (SIGINT at the deadline; checkpoints every 250 iterations).
+# Everything comes back as $OUT/devruns.tgz (store, run folders, logs) and $OUT/benchmark.log.
+set -u
+DEADLINE=${DEADLINE:-480}
+start=$SECONDS
+left() { echo $(( DEADLINE - (SECONDS - start) )); }
+export HARNESS_CACHE=$PWD/.devcache HARNESS_GIT_COMMIT=$COMMIT PYTHONUNBUFFERED=1
+mkdir -p .devruns/logs
+pip install -q --no-deps --no-build-isolation -e . >.devruns/logs/install.log 2>&1 || { cat .devruns/logs/install.log; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+
+bench() { timeout "$1" python -m pytest benchmarks/test_omniglot_iteration.py -o addopts= -s -q -p no:cacheprovider 2>&1; }
+HARNESS_BENCH_DEVICE=cuda bench 90 | tee "$OUT/benchmark.log"
+HARNESS_BENCH_DEVICE=cuda HARNESS_BENCH_COMPILE=1 bench 150 | tee -a "$OUT/benchmark.log"
+compiled=$(python - "$OUT/benchmark.log" <<'PY'
+import re, sys
+line = [l for l in open(sys.argv[1]) if "compiled" in l]
+ms = dict(re.findall(r"(harness vmap(?: compiled)?) (\d+)", line[-1])) if line else {}
+print("true" if ms and 2 * int(ms["harness vmap compiled"]) <= int(ms["harness vmap"]) else "false")
+PY
+)
+echo "paper run with compile=$compiled; $(left) s left"
+
+run() { timeout -s INT -k 20 "$(left)" python -m harness run --suite omniglot --device cuda --out .devruns \
+          --set checkpoint_every=250 "$@"; }
+run --setting 5way-1shot --learners maml --profile paper --set compile="$compiled" >.devruns/logs/paper.log 2>&1 &
+for setting in 5way-5shot 20way-1shot 20way-5shot; do
+  run --setting $setting --learners maml,context,fomaml,pretrain,scratch --quiet >.devruns/logs/quick-$setting.log 2>&1 &
+done
+run --setting 5way-5shot,20way-1shot,20way-5shot --learners maml --set model=fc --quiet >.devruns/logs/quick-fc.log 2>&1 &
+sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+wait
+tail -n 3 .devruns/logs/*.log
+tar czf "$OUT/devruns.tgz" .devruns
+ls -la "$OUT"
