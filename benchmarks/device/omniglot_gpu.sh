@@ -14,6 +14,7 @@ left() { echo $(( DEADLINE - (SECONDS - start) )); }
 export HARNESS_CACHE=$PWD/.devcache HARNESS_GIT_COMMIT=$COMMIT PYTHONUNBUFFERED=1
 mkdir -p .devruns/logs
 python -m pip install -q --no-deps --no-build-isolation -e . >.devruns/logs/install.log 2>&1 || { cat .devruns/logs/install.log; exit 1; }
+python -m harness list | grep -q omniglot || { echo "the omniglot plugin is not installed"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
 
