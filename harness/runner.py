@@ -10,7 +10,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import platform
 import shutil
 import subprocess
@@ -129,17 +128,13 @@ def versions() -> dict[str, str]:
 @functools.cache
 def git_commit() -> str | None:
     """The commit of the harness's source tree (with `-dirty` when it has uncommitted changes), if it is a checkout;
-    taken once per process, when its first run starts: the code a process runs is the code it imported then.
-    A copy of a checkout without its `.git` (a remote machine that receives the working tree) reports the commit
-    named by `HARNESS_GIT_COMMIT`, suffixed `-copy`; a checkout ignores that variable."""
+    taken once per process, when its first run starts: the code a process runs is the code it imported then."""
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], capture_output=True,
                              text=True, cwd=Path(__file__).parent, timeout=10)
-        described = out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.TimeoutExpired):
-        described = ""
-    named = os.environ.get("HARNESS_GIT_COMMIT", "").strip()
-    return described or (f"{named}-copy" if named else None)
+        return None
+    return out.stdout.strip() or None
 
 
 def tqdm_progress(enabled: bool = True) -> Progress:

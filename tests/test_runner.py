@@ -1,6 +1,5 @@
 """The runner's guarantees, with learners defined in the test and a registry built by hand."""
 import math
-import subprocess
 
 import torch
 
@@ -91,19 +90,3 @@ def test_diverged_test_tasks_are_stored_and_reported(tmp_path):
     table = build(spec, store).set_index("column")
     assert table.loc["0 steps", "diverged"] == 0 and table.loc["2 steps", "diverged"] == 20
     assert math.isinf(table.loc["2 steps", "mean"])
-
-
-
-def test_a_copy_without_git_reports_the_commit_it_was_told_and_a_checkout_ignores_it(monkeypatch):
-    def described() -> str | None:
-        runner.git_commit.cache_clear()
-        return runner.git_commit()
-
-    monkeypatch.setenv("HARNESS_GIT_COMMIT", "abc123")
-    assert described() != "abc123-copy"  # this checkout describes itself
-    not_a_checkout = subprocess.CompletedProcess(["git"], 128, stdout="", stderr="fatal: not a git repository")
-    monkeypatch.setattr(runner.subprocess, "run", lambda *args, **kwargs: not_a_checkout)
-    assert described() == "abc123-copy"
-    monkeypatch.delenv("HARNESS_GIT_COMMIT")
-    assert described() is None
-    runner.git_commit.cache_clear()
