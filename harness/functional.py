@@ -165,15 +165,20 @@ def batch_gradient(loss_fn: LossFn, compile: bool = False) -> Callable[..., tupl
 def adapt_batch(
     loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, lrs: Sequence[float],
     adapt: Collection[str] | None = None, vectorize: str = "vmap", per_task: Params | None = None,
+    renew: Callable[[Params], tuple[Tensor, Tensor]] | None = None,
 ) -> Iterator[Params]:
     """Adapt shared `params` to every task of (x, y) (task dimension 0) and yield the per-task parameters after
     0, 1, ..., len(lrs) steps. `per_task` adds entries that differ between tasks and are never adapted (e.g. each
-    task's true parameters for an oracle). For evaluation: no graph to the shared parameters is kept."""
+    task's true parameters for an oracle). `renew(per-task params)`, where given, replaces (x, y) before each step
+    (a support set that depends on the model: `TaskBatch.renewer`). For evaluation: no graph to the shared
+    parameters is kept."""
     adapt = list(params) if adapt is None else adapt
     with torch.no_grad():
         batched = {k: v.detach().expand(x.shape[0], *v.shape) for k, v in params.items()} | (per_task or {})
         yield batched
         for lr in lrs:
+            if renew is not None:
+                x, y = renew(batched)
             if vectorize == "vmap":
                 batched = vmap(sgd_step, in_dims=(None, 0, 0, 0, None, None, None))(
                     loss_fn, batched, x, y, lr, adapt, True)

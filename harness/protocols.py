@@ -6,6 +6,7 @@ neither.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
@@ -38,6 +39,10 @@ class TaskBatch:
     support_classes: Tensor | None = None
     query_classes: Tensor | None = None
     ways: int = 1
+    renew: Callable[[Forward, Params], tuple[Tensor, Tensor]] | None = None
+    """For tasks whose support depends on the model being adapted (RL: trajectories sampled by the adapted policy):
+    (forward, per-task params) -> that model's support (x, y), called before each adaptation step; `support_x` then
+    only fixes the number of tasks and of shots."""
 
     TENSORS: ClassVar[tuple[str, ...]] = ("support_x", "support_y", "query_x", "query_y", "features",
                                           "support_classes", "query_classes")
@@ -56,6 +61,10 @@ class TaskBatch:
         cut = lambda t: None if t is None else t[:, :n]
         return replace(self, support_x=self.support_x[:, :n], support_y=self.support_y[:, :n],
                        support_classes=cut(self.support_classes))
+
+    def renewer(self, forward: Forward) -> Callable[[Params], tuple[Tensor, Tensor]] | None:
+        """`renew` bound to the model `forward` (what `adapt_batch` takes), or None for a fixed support set."""
+        return None if self.renew is None else functools.partial(self.renew, forward)
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> TaskBatch:
         """`fn` applied to every tensor field."""
@@ -139,6 +148,9 @@ class Suite(Protocol):
 
     def evaluator(self, device: torch.device) -> Evaluator:
         """The frozen test protocol of this suite under its config."""
+
+    # optional: `trainer(config) -> harness.training.MetaTrainer`, the suite's own outer loop (RL: rollouts and a
+    # TRPO step); without it learners train with `harness.training.SupervisedTrainer` on `sample`d tasks
 
 
 class Learner(Protocol):

@@ -1,8 +1,9 @@
 """MAML (Finn, Abbeel, Levine 2017), its first-order variant, and context-vector adaptation (paper Appendix C.2).
 
 Model-agnostic: any suite whose model is trained by gradient descent on a loss. Meta-training takes `inner_steps`
-SGD steps of size `inner_lr` on each task's support set and an Adam step (`meta_lr`) on the mean query loss;
-adaptation at test time repeats the inner step. MAML adapts every weight; context adaptation appends a learned
+SGD steps of size `inner_lr` on each task's support set and a step of the suite's outer optimiser on the mean query
+loss (supervised: Adam with `meta_lr`; RL: TRPO on the adapted policies' trajectories); adaptation at test time
+repeats the inner step. MAML adapts every weight; context adaptation appends a learned
 vector z to the input and adapts z only (the weights and z's initial value are meta-trained as in MAML).
 """
 from __future__ import annotations
@@ -14,10 +15,10 @@ import torch
 from torch import Tensor
 
 from harness import hookimpl
-from harness.functional import adapt_batch, fastest_meta_gradient, resolve_vectorize, step_sizes
+from harness.functional import adapt_batch, resolve_vectorize, step_sizes
 from harness.models import FunctionalModel
-from harness.protocols import Adapted, Params, Suite, TaskBatch, TrainContext
-from harness.training import train_adam
+from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
+from harness.training import Adaptation, trainer_for
 
 
 class MAML:
@@ -30,7 +31,7 @@ class MAML:
 
     @classmethod
     def applies_to(cls, suite: type[Suite]) -> bool:
-        return suite.kind == "supervised"
+        return True  # any suite whose model trains by gradient descent: supervised or RL (the suite's trainer)
 
     def network(self, suite: Suite, device: torch.device | str) -> FunctionalModel:
         return FunctionalModel(suite, device)
@@ -39,30 +40,24 @@ class MAML:
         """The parameters the inner loop changes."""
         return list(net.params)
 
+    def eval_step_sizes(self, steps: int) -> list[float]:
+        """`inner_lr` for the first step; a suite may set `later_inner_lr` for the rest (RL evaluation: alpha/2)."""
+        return step_sizes(self.config["inner_lr"], steps, self.config.get("later_inner_lr"))
+
     def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
         cfg = self.config
         net = self.network(suite, ctx.device)
-        step = fastest_meta_gradient(
-            net.loss, step_sizes(cfg["inner_lr"], cfg["inner_steps"]), adapt=self.adapted_names(net),
-            first_order=cfg["first_order"], vectorize=cfg["vectorize"], compile=cfg["compile"],
-            on_choice=lambda mode, ms: ctx.record("vectorize", {"chosen": mode, "ms_per_meta_iteration": ms}),
-        )
-
-        def gradient(params: Params, it: int) -> tuple[Tensor, Params]:
-            tasks = suite.sample("train", cfg["meta_batch"], ctx.generator(it), cfg["train_shots"], cfg["train_query"])
-            tasks = tasks.to(ctx.device)
-            return step(params, tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y)
-
-        train_adam(net, ctx, cfg["meta_iterations"], cfg["meta_lr"], gradient)
+        adaptation = Adaptation(step_sizes(cfg["inner_lr"], cfg["inner_steps"]), self.adapted_names(net),
+                                cfg["first_order"])
+        trainer_for(suite, cfg).meta_train(net, adaptation, ctx)
         return net.state_dict()
 
     def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:
         net = self.network(suite, tasks.support_x.device)
         net.load_state_dict(state)
-        vectorize = resolve_vectorize(self.config["vectorize"])
-        for params in adapt_batch(net.loss, net.params, tasks.support_x, tasks.support_y,
-                                  step_sizes(self.config["inner_lr"], steps), adapt=self.adapted_names(net),
-                                  vectorize=vectorize):
+        for params in adapt_batch(net.loss, net.params, tasks.support_x, tasks.support_y, self.eval_step_sizes(steps),
+                                  adapt=self.adapted_names(net), vectorize=resolve_vectorize(self.config["vectorize"]),
+                                  renew=tasks.renewer(net.forward)):
             yield Adapted(net.forward, params)
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import Tensor
 from torch.distributions import Independent, Normal, kl_divergence
-from torch.func import grad, vmap
+from torch.func import functional_call, grad, vmap
 
 from harness.functional import meta_gradient, sgd_step, task_loss
 from plugins.rl.policy_gradient import (
@@ -53,6 +53,10 @@ class PointEnv:
         reward = torch.where(live, -distance, 0)
         self.done = self.done | (distance < self.tolerance) | (self.steps >= self.horizon)
         return self.pos[:, None].clone(), reward, self.done.clone()
+
+
+def forward_of(module):
+    return lambda params, observations: functional_call(module, params, (observations,))
 
 
 def policy_and_params(hidden: tuple[int, ...], obs: int = 1, act: int = 1, seed: int = 0):
@@ -240,7 +244,7 @@ def test_baseline_reduces_the_variance_of_the_gradient_estimate():
     tasks = torch.tensor([[2.0, 0.05]], dtype=DTYPE)
     estimates: dict[bool, list[Tensor]] = {True: [], False: []}
     for seed in range(30):
-        paths = rollout(PointEnv, policy, per_task(params, params), tasks, 5, torch.Generator().manual_seed(seed))
+        paths = rollout(PointEnv, forward_of(policy), per_task(params, params), tasks, 5, torch.Generator().manual_seed(seed))
         one = pytree.tree_map(lambda x: x[0], paths)
         for baseline in (True, False):
             adv = advantages(paths, baseline=baseline, normalize=False)[0]
@@ -264,7 +268,7 @@ def test_rollout_shapes_masks_per_task_policies_and_reproducibility():
 
     # task 0 ends on its first step (tolerance 100), task 1 runs to the horizon (tolerance 0)
     tasks = torch.tensor([[0.0, 100.0], [0.0, 0.0]], dtype=DTYPE)
-    paths = rollout(make, policy, batched, tasks, 3, torch.Generator().manual_seed(0))
+    paths = rollout(make, forward_of(policy), batched, tasks, 3, torch.Generator().manual_seed(0))
     assert paths.observations.shape == (2, 3, 6, 1) and paths.actions.shape == (2, 3, 6, 1)
     assert paths.rewards.shape == paths.mask.shape == (2, 3, 6)
     assert paths.mask.dtype == DTYPE
@@ -278,13 +282,25 @@ def test_rollout_shapes_masks_per_task_policies_and_reproducibility():
     torch.testing.assert_close(paths.observations[1, :, 1:, 0], -0.1 * torch.arange(1, 6, dtype=DTYPE).expand(3, 5))
 
     # stops early once every env is done
-    paths = rollout(make, policy, batched, tasks[:1].expand(2, 2), 3, torch.Generator().manual_seed(0))
+    paths = rollout(make, forward_of(policy), batched, tasks[:1].expand(2, 2), 3, torch.Generator().manual_seed(0))
     assert envs[-1].steps == 1 and paths.mask.shape == (2, 3, 6) and paths.mask.sum() == 6
 
     # the same generator seed gives the same paths, another seed others
     noisy = per_task(params, params, {k: v + 0.5 for k, v in params.items()})
-    sample = lambda seed: rollout(make, policy, noisy, tasks, 4, torch.Generator().manual_seed(seed))
+    sample = lambda seed: rollout(make, forward_of(policy), noisy, tasks, 4, torch.Generator().manual_seed(seed))
     first, again, other = sample(1), sample(1), sample(2)
     for a, b in zip(pytree.tree_leaves(first), pytree.tree_leaves(again)):
         assert torch.equal(a, b)
     assert not torch.equal(first.actions, other.actions)
+
+
+def test_rollout_gives_the_env_scaled_actions_and_keeps_the_sampled_ones():
+    policy, params = policy_and_params((4,))
+    envs: list[PointEnv] = []
+    make = lambda t: envs.append(PointEnv(t, horizon=3)) or envs[-1]
+    tasks = torch.tensor([[0.0, 0.0]], dtype=DTYPE)
+    paths = {scale: rollout(make, forward_of(policy), per_task(params, params), tasks, 2,
+                            torch.Generator().manual_seed(0), action_scale=scale) for scale in (1.0, 0.1)}
+    for scale, p in paths.items():  # PointEnv moves by 0.1 * clip(its action, -1, 1)
+        moved = p.observations[..., 1:, 0] - p.observations[..., :-1, 0]
+        torch.testing.assert_close(moved, 0.1 * (scale * p.actions[..., :-1, 0]).clamp(-1, 1))

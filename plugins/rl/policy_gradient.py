@@ -18,7 +18,7 @@ import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from harness.protocols import Params
+from harness.protocols import Forward, Params
 
 
 class BatchEnv(Protocol):
@@ -82,12 +82,18 @@ def log_prob(module: nn.Module, params: Params, observations: Tensor, actions: T
     return gaussian_log_prob(functional_call(module, params, (observations,)), actions)
 
 
-def kl(module: nn.Module, old_params: Params, new_params: Params, observations: Tensor) -> Tensor:
-    """KL(old || new) [...] of the two policies' action distributions at each observation [..., obs]."""
-    old_mean, old_log_std = split(functional_call(module, old_params, (observations,)))
-    new_mean, new_log_std = split(functional_call(module, new_params, (observations,)))
+def gaussian_kl(old: Tensor, new: Tensor) -> Tensor:
+    """KL(old || new) [...] of two diagonal Gaussian policies given by their outputs [..., 2 act]."""
+    old_mean, old_log_std = split(old)
+    new_mean, new_log_std = split(new)
     squared = (torch.exp(2 * old_log_std) + (old_mean - new_mean) ** 2) / (2 * torch.exp(2 * new_log_std))
     return (new_log_std - old_log_std + squared - 0.5).sum(-1)
+
+
+def kl(module: nn.Module, old_params: Params, new_params: Params, observations: Tensor) -> Tensor:
+    """KL(old || new) [...] of the two policies' action distributions at each observation [..., obs]."""
+    return gaussian_kl(functional_call(module, old_params, (observations,)),
+                       functional_call(module, new_params, (observations,)))
 
 
 def _sample(mean: Tensor, log_std: Tensor, generator: torch.Generator) -> Tensor:
@@ -135,19 +141,21 @@ EnvFactory = Callable[[Tensor], BatchEnv]
 
 @torch.no_grad()
 def rollout(
-    env_factory: EnvFactory, module: nn.Module, params: Params, tasks: Tensor, n_trajectories: int,
-    generator: torch.Generator,
+    env_factory: EnvFactory, policy: Forward, params: Params, tasks: Tensor, n_trajectories: int,
+    generator: torch.Generator, action_scale: float = 1.0,
 ) -> Paths:
     """`n_trajectories` (N) trajectories of each of the T tasks `tasks` [T, k], each under its own policy.
 
-    Every tensor of `params` has a leading T dimension (task t's adapted policy); the envs (E = T * N, task t's
-    trajectories contiguous) are stepped together for at most the env's horizon H, stopping once all are done.
-    Returns `Paths` [T, N, H, ...]: mask 1 on each step taken, including the one that ended the episode; everything
-    else is zero on padded steps.
+    `policy(params, observations)` is one task's policy outputs (`split` takes them apart); every tensor of `params`
+    has a leading T dimension (task t's adapted policy). The envs (E = T * N, task t's trajectories contiguous) are
+    stepped together for at most the env's horizon H, stopping once all are done; each receives `action_scale` x the
+    sampled action (rllab's `normalize`: a policy action in [-1, 1] spans the env's range), the paths keep the
+    sampled one. Returns `Paths` [T, N, H, ...]: mask 1 on each step taken, including the one that ended the
+    episode; everything else is zero on padded steps.
     """
     n_tasks, n = tasks.shape[0], n_trajectories
     env = env_factory(tasks.repeat_interleave(n, dim=0))
-    policy = vmap(lambda p, o: functional_call(module, p, (o,)))
+    policy = vmap(policy)
     obs = env.reset()
     e, h = obs.shape[0], env.horizon
     alive = torch.ones(e, dtype=torch.bool, device=obs.device)
@@ -157,7 +165,7 @@ def rollout(
     mask = obs.new_zeros(e, h)
     for t in range(h):
         action = _sample(*split(policy(params, obs.reshape(n_tasks, n, -1))), generator).reshape(e, -1)
-        next_obs, reward, done = env.step(action)
+        next_obs, reward, done = env.step(action_scale * action)
         observations[:, t] = torch.where(alive[:, None], obs, 0)
         actions[:, t] = torch.where(alive[:, None], action, 0)
         rewards[:, t] = torch.where(alive, reward, 0)
