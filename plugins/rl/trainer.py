@@ -10,20 +10,20 @@ Without inner steps (the pretrain and oracle baselines) this is plain TRPO on th
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
-from torch.func import vmap
+from torch.func import jvp, vmap
 
 from harness.errors import UsageError
 from harness.functional import inner_loop
 from harness.models import FunctionalModel
 from harness.protocols import Forward, Params, TrainContext
 from harness.training import Adaptation
-from plugins.rl.policy_gradient import Paths, advantages, gaussian_kl, gaussian_log_prob, pack_targets
-from plugins.rl.trpo import TRPOConfig, trpo_step
+from plugins.rl.policy_gradient import Paths, advantages, gaussian_kl, gaussian_log_prob, pack_targets, split
+from plugins.rl.trpo import TRPOConfig, flatten_params, trpo_step, unflatten_params
 
 
 class RLSuite(Protocol):
@@ -79,8 +79,8 @@ class TRPOTrainer:
             start = checkpoint["iteration"] + 1
         for it in ctx.iterations(start, cfg["meta_iterations"]):
             params = {k: p.detach() for k, p in net.params.items()}
-            loss, kl, returns = self.objective(net, params, adaptation, ctx.generator(it), features)
-            new, info = trpo_step(params, loss, kl, self.trpo)
+            loss, kl, fvp, returns = self.objective(net, params, adaptation, ctx.generator(it), features)
+            new, info = trpo_step(params, loss, kl, self.trpo, fvp)
             with torch.no_grad():
                 for name, p in net.params.items():
                     p.copy_(new[name])
@@ -89,9 +89,10 @@ class TRPOTrainer:
                 ctx.save_checkpoint({"iteration": it, "model": net.state_dict()})
 
     def objective(self, net: FunctionalModel, params: Params, adaptation: Adaptation, generator: torch.Generator,
-                  features: bool) -> tuple[Any, Any, float]:
-        """Sample one meta-batch and return TRPO's (surrogate loss, mean KL) as functions of the shared parameters,
-        and the mean return of the adapted policies' paths."""
+                  features: bool) -> tuple[Any, Any, Callable[[Tensor], Tensor], float]:
+        """Sample one meta-batch and return TRPO's surrogate loss and mean KL as functions of the shared parameters,
+        the KL's Hessian-vector product at them (`kl_fisher_product`), and the mean return of the adapted policies'
+        paths."""
         cfg = self.config
         tasks = self.suite.sample_tasks(cfg["meta_batch"], generator)
         extra = {"task_features": tasks} if features else {}
@@ -129,5 +130,33 @@ class TRPOTrainer:
             new = outputs(adapted(p, support, adaptation.first_order), paths.observations)
             return ((gaussian_kl(old, new) * mask).sum((-2, -1)) / steps).mean()
 
-        return loss, kl, paths.undiscounted_return().mean().item()
+        def outputs_of(p: Params) -> Tensor:
+            return outputs(adapted(p, support, adaptation.first_order), paths.observations)
+
+        return loss, kl, kl_fisher_product(outputs_of, params, old, mask), paths.undiscounted_return().mean().item()
+
+
+def kl_fisher_product(outputs_of: Callable[[Params], Tensor], params: Params, old: Tensor,
+                      mask: Tensor) -> Callable[[Tensor], Tensor]:
+    """v -> H v on flat vectors, H the Hessian at `params` of the mean over tasks of the masked mean KL(old || new)
+    of diagonal Gaussian policies whose outputs [T, N, H, 2 act] are `outputs_of(p)` (`old` = those at `params`).
+
+    Computed as J^T M J v, exact at `params`: there the KL's gradient in the outputs vanishes, so its Hessian is the
+    outputs' Jacobian J (through the inner steps) around M, the KL's Hessian in the outputs (1 / sigma^2 for a mean,
+    2 for a log-std, weighted as the average weighs each step). One forward-mode and one reverse-mode pass per
+    product, second order through the inner steps, where differentiating the KL's gradient would be third order.
+    """
+    flat = flatten_params(params).requires_grad_()
+    outputs = outputs_of(unflatten_params(flat, params))
+    log_std = split(old)[1]
+    weight = (mask / mask.sum((-2, -1), keepdim=True) / mask.shape[0])[..., None]
+    curvature = torch.cat([torch.exp(-2 * log_std), torch.full_like(log_std, 2.0)], dim=-1) * weight
+    along = lambda f: outputs_of(unflatten_params(f, params))
+
+    def fvp(v: Tensor) -> Tensor:
+        _, jv = jvp(along, (flat.detach(),), (v,))
+        (hv,) = torch.autograd.grad(outputs, flat, grad_outputs=curvature * jv, retain_graph=True)
+        return hv
+
+    return fvp
 

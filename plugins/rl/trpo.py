@@ -93,12 +93,15 @@ def trpo_step(
     loss: Callable[[Params], Tensor],
     kl: Callable[[Params], Tensor],
     config: TRPOConfig = TRPOConfig(),
+    hessian_product: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Params, dict[str, Any]]:
     """One TRPO update of `params` (plain tensors, no graph needed; all of one dtype and device).
 
     `loss(p)`: the scalar surrogate loss to minimise, differentiable w.r.t. p. `kl(p)`: the scalar mean KL between the
-    policy at `params` (held fixed inside the closure) and at p. Calls: `loss` once with grad, `kl` once with grad
-    (for config.cg_iters + 1 Hessian-vector products), then per line-search candidate `loss` under no_grad and, only
+    policy at `params` (held fixed inside the closure) and at p. `hessian_product(v)`, where given, is the Hessian of
+    `kl` at `params` times a flat vector (e.g. in closed form); otherwise it comes from differentiating `kl` twice.
+    Calls: `loss` once with grad, `kl` once with grad unless `hessian_product` is given (for config.cg_iters + 1
+    Hessian-vector products), then per line-search candidate `loss` under no_grad and, only
     when the loss improved, `kl` under no_grad. Returns (new params, info) with info: loss_before, loss_after,
     kl_after, backtracks (-1 when rejected), accepted, step_norm. A rejected step returns a copy of the `params` dict
     (same tensors), loss_after = loss_before and kl_after = nan (not evaluated).
@@ -109,7 +112,10 @@ def trpo_step(
     (g,) = torch.autograd.grad(loss0, leaf)
     loss_before = loss0.item()
 
-    fvp = fisher_vector_product(params, kl, config.damping)
+    if hessian_product is None:
+        fvp = fisher_vector_product(params, kl, config.damping)
+    else:
+        fvp = lambda v: hessian_product(v) + config.damping * v
     x = conjugate_gradient(fvp, -g, config.cg_iters)
     curvature = x.dot(fvp(x)).item()
     del fvp  # frees the double-backward graph before the line search

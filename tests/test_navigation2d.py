@@ -1,0 +1,102 @@
+"""2D navigation on the spine: every applicable learner runs unchanged (smoke), the RL trainer's Hessian-vector
+product is the KL's Hessian, and the test protocol scores each step on the paths the next step adapts on."""
+import sqlite3
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from harness.cli import main
+from harness.functional import step_sizes
+from harness.models import FunctionalModel
+from harness.plugins import registry
+from harness.protocols import Adapted
+from harness.training import Adaptation
+from plugins.maml import MAML
+from plugins.navigation2d import PAPER, Navigation2D
+from plugins.rl.evaluation import RolloutEvaluator
+from plugins.rl.trpo import fisher_vector_product, flatten_params
+
+REG = registry()
+LEARNERS = sorted(name for name, p in REG.learners.items() if p.obj.applies_to(Navigation2D))
+
+
+def test_the_applicable_learners_are_the_six_of_the_paper():
+    assert LEARNERS == ["context", "fomaml", "maml", "oracle", "pretrain", "scratch"]
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_smoke_run_of_every_learner(tmp_path, learner):
+    out = str(tmp_path / "out")
+    assert main(["run", "--suite", "navigation2d", "--learners", learner, "--profile", "smoke", "--out", out,
+                 "--quiet"]) == 0
+    rows = sqlite3.connect(tmp_path / "out" / "results.sqlite").execute(
+        "SELECT step, COUNT(*), AVG(value) FROM scores GROUP BY step ORDER BY step").fetchall()
+    smoke = Navigation2D.profiles["smoke"]
+    assert [r[0] for r in rows] == list(range(smoke["eval_steps"] + 1))
+    assert all(r[1] == smoke["eval_tasks"] for r in rows)
+    assert all(-200 < r[2] < 0 for r in rows)  # minus distances over at most 100 steps
+
+
+def test_a_gpu_device_is_a_usage_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("the error is about asking for a GPU where the suite runs on the CPU; here one exists")
+    assert main(["run", "--suite", "navigation2d", "--learners", "maml", "--profile", "smoke", "--device", "cuda",
+                 "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_the_trainers_hessian_product_is_the_hessian_of_the_mean_kl(first_order):
+    torch.manual_seed(0)
+    config = {**PAPER, "meta_batch": 3, "trajectories": 2}
+    suite = Navigation2D(config)
+    net = FunctionalModel(suite, "cpu")
+    params = {k: p.detach() for k, p in net.params.items()}
+    adaptation = Adaptation(step_sizes(0.1, 1), None, first_order)
+    _, kl, fvp, _ = suite.trainer(config).objective(net, params, adaptation, torch.Generator().manual_seed(1), False)
+    reference = fisher_vector_product(params, kl, damping=0.0)  # differentiating the KL twice (third order)
+    for seed in range(3):
+        v = torch.randn(flatten_params(params).shape, generator=torch.Generator().manual_seed(seed))
+        hv, expected = fvp(v), reference(v)
+        assert (hv - expected).norm() <= 1e-5 * expected.norm()  # float32 (the environment's precision)
+        assert hv.dot(v) > 0  # a KL's Hessian: positive semi-definite
+
+
+def test_evaluation_scores_each_step_on_the_paths_the_next_step_adapts_on():
+    config = {**Navigation2D.profiles["smoke"], "eval_steps": 2}
+    suite = Navigation2D(config)
+    learner = MAML({**config, "first_order": False, "vectorize": "vmap"})
+    torch.manual_seed(0)
+    state = FunctionalModel(suite, "cpu").state_dict()
+    evaluator = RolloutEvaluator.from_config(config, torch.device("cpu"))
+    tasks = evaluator.tasks(suite)
+    support = tasks.renew
+    seen = []
+    sample = support.sample
+    support.sample = lambda forward, params: seen.append(params) or sample(forward, params)
+    adapted: list[Adapted] = list(learner.adapt(suite, state, tasks, 2))
+    # adaptation alone asks once per step for the support of the current policies: steps 0 and 1
+    assert [id(p) for p in seen] == [id(a.params) for a in adapted[:2]]
+    # the paths the evaluator scores at a step are the cached ones the next step adapted on
+    first = support.sample(adapted[1].forward, adapted[1].params)
+    assert first is support.sample(adapted[1].forward, adapted[1].params)
+    # the second step used half the first step size (later_inner_lr 0.05 after inner_lr 0.1)
+    assert learner.eval_step_sizes(3) == [0.1, 0.05, 0.05]
+
+
+def test_frozen_test_goals_do_not_depend_on_the_learner_or_their_number():
+    suite = Navigation2D(Navigation2D.profiles["paper"])
+    forty = RolloutEvaluator.from_config(suite.config, torch.device("cpu")).tasks(suite).features
+    two = RolloutEvaluator(2, 40, 3, 0.99).tasks(suite).features
+    assert forty.shape == (40, 2) and torch.equal(forty[:2], two)
+    assert (forty.abs() <= 0.5).all()
+
+
+def test_oracle_policy_sees_the_goal():
+    suite = Navigation2D(Navigation2D.profiles["smoke"])
+    net = FunctionalModel(suite, "cpu", features=2)
+    obs, goal = torch.zeros(3, 5, 2), torch.tensor([0.3, -0.2])
+    outputs = net.forward({**net.params, "task_features": goal}, obs)
+    expected = functional_call(net.module, dict(net.module.named_parameters()),
+                               (torch.cat([obs, goal.expand(3, 5, 2)], -1),))
+    torch.testing.assert_close(outputs, expected)
