@@ -244,7 +244,8 @@ def test_baseline_reduces_the_variance_of_the_gradient_estimate():
     tasks = torch.tensor([[2.0, 0.05]], dtype=DTYPE)
     estimates: dict[bool, list[Tensor]] = {True: [], False: []}
     for seed in range(30):
-        paths = rollout(PointEnv, forward_of(policy), per_task(params, params), tasks, 5, torch.Generator().manual_seed(seed))
+        paths = rollout(PointEnv, forward_of(policy), per_task(params, params), tasks, 5,
+                        torch.Generator().manual_seed(seed))
         one = pytree.tree_map(lambda x: x[0], paths)
         for baseline in (True, False):
             adv = advantages(paths, baseline=baseline, normalize=False)[0]
