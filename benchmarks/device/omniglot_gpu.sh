@@ -10,6 +10,14 @@
 #      at 51 ms per iteration instead of 7); what is interrupted resumes later from its checkpoint (SIGINT at the
 #      deadline; checkpoints every 250 iterations).
 # Everything comes back as $OUT/devruns.tgz (store, run folders, logs) and $OUT/benchmark.log.
+#
+# Prepare here, in a clean checkout (the folders are in .git/info/exclude):
+#   mkdir -p .devcache/omniglot .devruns .devgit && git bundle create .devgit/head.bundle HEAD
+#   cp ~/.cache/maml-harness/omniglot/{omniglot28.pt,characters.json} .devcache/omniglot/
+#   cp runs/results.sqlite .devruns/ && cp -r runs/omniglot-5way-1shot-maml-paper-s0-2801ee8e8f .devruns/
+# call the device with carry [.devcache, .devruns, .devgit] and `PAPER_COMPILE=true DEADLINE=480 bash <this>`; then
+# unpack devruns.tgz, copy its results.sqlite over runs/results.sqlite (nothing else may have written that store
+# meanwhile) and its run folders into runs/.
 set -u
 DEADLINE=${DEADLINE:-480}
 start=$SECONDS
