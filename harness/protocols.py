@@ -105,7 +105,9 @@ class Suite(Protocol):
     """A task distribution with its model, loss and test protocol.
 
     `profiles` maps "smoke" | "quick" | "paper" to the hyperparameters of that profile (training and evaluation);
-    every key there may be overridden with `--set key=value`.
+    every key there may be overridden with `--set key=value`. An RL suite (kind "rl") has no fixed examples: instead
+    of `sample` and `score` it brings `trainer` and an evaluator that rolls out the adapted policies
+    (`plugins.rl`), and its tasks' support comes from `TaskBatch.renew`.
     """
 
     name: ClassVar[str]
