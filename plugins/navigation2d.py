@@ -26,7 +26,8 @@ ACTION_SCALE = 0.1
 
 PAPER: Mapping[str, Any] = {
     "meta_iterations": 500, "meta_batch": 20, "trajectories": 20, "inner_lr": 0.1, "later_inner_lr": 0.05,
-    "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "backtrack_ratio": 0.8,
+    "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 0.25,
+    "backtrack_ratio": 0.8,
     "max_backtracks": 15, "eval_tasks": 40, "eval_trajectories": 40, "eval_steps": 3, "threads": 2,
     "checkpoint_every": 25,
 }

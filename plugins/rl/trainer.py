@@ -51,7 +51,8 @@ def support_of(paths: Paths, gamma: float) -> tuple[Tensor, Tensor]:
 
 class TRPOTrainer:
     """`MetaTrainer` of an `RLSuite`: config keys meta_iterations, meta_batch, trajectories, gamma and TRPO's
-    max_kl, cg_iters, cg_damping, backtrack_ratio, max_backtracks; fine-tuning step size `inner_lr` (not tuned)."""
+    max_kl, cg_iters, cg_damping, cg_subsample, backtrack_ratio, max_backtracks; fine-tuning step size `inner_lr`
+    (not tuned)."""
 
     def __init__(self, suite: RLSuite, config: Mapping[str, Any]) -> None:
         self.suite, self.config = suite, config
@@ -91,49 +92,59 @@ class TRPOTrainer:
     def objective(self, net: FunctionalModel, params: Params, adaptation: Adaptation, generator: torch.Generator,
                   features: bool) -> tuple[Any, Any, Callable[[Tensor], Tensor], float]:
         """Sample one meta-batch and return TRPO's surrogate loss and mean KL as functions of the shared parameters,
-        the KL's Hessian-vector product at them (`kl_fisher_product`), and the mean return of the adapted policies'
-        paths."""
+        the KL's Hessian-vector product at them (`kl_fisher_product`) on the paths of the first `cg_subsample`
+        fraction of the tasks (the tasks are i.i.d.: a random subset, as TRPO's subsampled Fisher products), and the
+        mean return of the adapted policies' paths."""
         cfg = self.config
         tasks = self.suite.sample_tasks(cfg["meta_batch"], generator)
         extra = {"task_features": tasks} if features else {}
         lrs, n = list(adaptation.step_sizes), len(tasks)
 
-        def adapted(p: Params, data: tuple[Tensor, Tensor] | None, first_order: bool) -> Params:
-            shared = batched(p, n) | extra
-            if data is None:
+        def adapted(p: Params, first_order: bool, k: int = n) -> Params:
+            """The policies of the first k tasks after the inner steps (none: the shared policy)."""
+            shared = batched(p, k) | {name: t[:k] for name, t in extra.items()}
+            if support is None:
                 return shared
             return vmap(lambda q, x, y: inner_loop(net.loss, q, x, y, lrs, adaptation.adapt, first_order))(
-                shared, *data)
+                shared, *(t[:k] for t in support))
 
         support = None
-        paths = self.suite.rollout(net.forward, batched(params, n) | extra, tasks, cfg["trajectories"], generator)
+        sampling = adapted(params, True)
+        paths = self.suite.rollout(net.forward, sampling, tasks, cfg["trajectories"], generator)
         if lrs:
             support = support_of(paths, cfg["gamma"])
             with torch.no_grad():
-                sampling = adapted(params, support, True)  # the same values as second order, no graph
+                sampling = adapted(params, True)  # the same values as second order, no graph
             paths = self.suite.rollout(net.forward, sampling, tasks, cfg["trajectories"], generator)
-        else:
-            sampling = adapted(params, None, True)
         adv, mask = advantages(paths, cfg["gamma"]), paths.mask
-        outputs = vmap(net.forward)
-        with torch.no_grad():
-            old = outputs(sampling, paths.observations)
-        old_log_prob = gaussian_log_prob(old, paths.actions)
         steps = mask.sum((-2, -1))
 
+        last: dict[str, Any] = {}
+
+        def outputs_of(p: Params, k: int = n) -> Tensor:
+            """The adapted policies' outputs on their paths, first k tasks; without grad, the last result is reused
+            for the same `p` (TRPO's line search evaluates the loss and then the KL of one candidate)."""
+            if k == n and not torch.is_grad_enabled() and last.get("params") is p:
+                return last["outputs"]
+            out = vmap(net.forward)(adapted(p, adaptation.first_order, k), paths.observations[:k])
+            if k == n and not torch.is_grad_enabled():
+                last.update(params=p, outputs=out)
+            return out
+
+        with torch.no_grad():
+            old = vmap(net.forward)(sampling, paths.observations)
+        old_log_prob = gaussian_log_prob(old, paths.actions)
+
         def loss(p: Params) -> Tensor:
-            new = outputs(adapted(p, support, adaptation.first_order), paths.observations)
-            ratio = torch.exp(gaussian_log_prob(new, paths.actions) - old_log_prob)
+            ratio = torch.exp(gaussian_log_prob(outputs_of(p), paths.actions) - old_log_prob)
             return -((ratio * adv * mask).sum((-2, -1)) / steps).mean()
 
         def kl(p: Params) -> Tensor:
-            new = outputs(adapted(p, support, adaptation.first_order), paths.observations)
-            return ((gaussian_kl(old, new) * mask).sum((-2, -1)) / steps).mean()
+            return ((gaussian_kl(old, outputs_of(p)) * mask).sum((-2, -1)) / steps).mean()
 
-        def outputs_of(p: Params) -> Tensor:
-            return outputs(adapted(p, support, adaptation.first_order), paths.observations)
-
-        return loss, kl, kl_fisher_product(outputs_of, params, old, mask), paths.undiscounted_return().mean().item()
+        k = max(1, round(cfg["cg_subsample"] * n))
+        curvature = kl_fisher_product(lambda p: outputs_of(p, k), params, old[:k], mask[:k])
+        return loss, kl, curvature, paths.undiscounted_return().mean().item()
 
 
 def kl_fisher_product(outputs_of: Callable[[Params], Tensor], params: Params, old: Tensor,
