@@ -7,8 +7,8 @@ curves: a metric against adaptation steps, one panel per shot count, one line pe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -62,16 +62,18 @@ def save(fig: Figure, directory: Path, name: str) -> Path:
     return path
 
 
-def curves(store: Store, suite: str, metric: str, profile: str | None = None) -> pd.DataFrame:
+def curves(store: Store, suite: str, metric: str, profile: str | None = None,
+           lower_is_better: bool = True) -> pd.DataFrame:
     """Per learner, shots and step of `suite`'s chosen runs: `metric` summarised over test tasks (seeds pooled per
-    task; a diverged (NaN) score counts as +inf, so the mean of a cell with a diverged task is infinite).
+    task; a diverged (NaN) score counts as the worst value, so the mean of a cell with a diverged task is infinite).
     Columns: `CURVE_COLUMNS`."""
     rows = []
     for learner, runs in chosen_runs(store.runs(), suite, profile).items():
         scores = store.scores(runs.run_id)
         seeds = ",".join(str(s) for s in sorted(runs.seed))
         for shots, step in scores[scores.metric == metric][["shots", "step"]].drop_duplicates().itertuples(index=False):
-            summary = summarize(per_task(scores, runs, shots, step, metric).to_numpy())
+            values = per_task(scores, runs, shots, step, metric, lower_is_better).to_numpy()
+            summary = summarize(values, lower_is_better)
             rows.append({"learner": learner, "shots": shots, "step": step, "mean": summary.mean,
                          "ci95": summary.ci95, "n": summary.n, "profile": runs.profile.iloc[0], "seeds": seeds})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
@@ -102,22 +104,31 @@ class CurvesFigure:
     suite: str
     metric: str
     log_y: bool = True
+    lower_is_better: bool = True
+    reference: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    """Published curves to draw dashed beside ours: learner name -> mean at steps 0, 1, ... (NaN where absent)."""
+    reference_label: str = "published"
 
     def make(self, store: Store, runs_dir: Path, registry: Registry, directory: Path,
              profile: str | None) -> Path | None:
-        frame = curves(store, self.suite, self.metric, profile)
+        frame = curves(store, self.suite, self.metric, profile, self.lower_is_better)
         return None if frame.empty else save(self.draw(frame), directory, self.name)
 
     def draw(self, frame: pd.DataFrame) -> Figure:
         """The figure of `frame` (rows as `curves` gives them)."""
         shots = sorted(frame.shots.unique())
-        learners = sorted(frame.learner.unique())
+        learners = sorted(set(frame.learner) | set(self.reference))
         fig = new_figure(3.5 + 3.6 * len(shots), 4.2)
         axes = fig.subplots(1, len(shots), sharey=True, squeeze=False)[0]
         for ax, k in zip(axes, shots):
             for i, learner in enumerate(learners):
-                _curve(ax, frame[(frame.shots == k) & (frame.learner == learner)].sort_values("step"), learner,
-                       f"C{i}", k)
+                ours = frame[(frame.shots == k) & (frame.learner == learner)].sort_values("step")
+                if not ours.empty:
+                    _curve(ax, ours, learner, f"C{i}", k)
+                if learner in self.reference:
+                    values = np.asarray(self.reference[learner], dtype=float)
+                    ax.plot(np.arange(len(values)), values, "x--", color=f"C{i}", markersize=5,
+                            label=f"{learner}, {self.reference_label}")
             ax.set_title(f"K = {k}")
             ax.set_yscale("log" if self.log_y else "linear")
             ax.set_xlabel("gradient steps at test time")

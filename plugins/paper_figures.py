@@ -19,6 +19,7 @@ from harness.plugins import Registry
 from harness.protocols import TaskBatch
 from harness.store import Store
 from harness.tables import chosen_runs
+from plugins.paper_tables import RELEASED, RL_ROWS
 
 X_RANGE = (-5.0, 5.0)  # the sinusoid's input range (paper, section 5.1)
 GRID = 200  # points of the dense grid the true function and the fits are drawn on
@@ -108,10 +109,20 @@ def _run_label(run: pd.Series | None) -> str:
     return "" if run is None else f" ({run.profile}, seed {run.seed})"
 
 
+def released_curves(suite: str) -> dict[str, list[float]]:
+    """The authors' released mean returns of `suite` at steps 0-3, by our learner names (NaN where absent)."""
+    released = pd.read_csv(RELEASED)
+    return {RL_ROWS[row.learner]: [row.step0, row.step1, row.step2, row.step3]
+            for row in released[released.suite == suite].itertuples()}
+
+
 @hookimpl
 def harness_figures() -> list[FigureSpec]:
     return [
         CurvesFigure(name="figure3", title="Figure 3 (and 6): sinusoid regression, MSE against gradient steps at "
                      "test time", suite="sinusoid", metric="mse"),
+        CurvesFigure(name="figure4", title="Figure 4: 2D navigation, mean return against policy-gradient steps",
+                     suite="navigation2d", metric="return", log_y=False, lower_is_better=False,
+                     reference=released_curves("navigation2d"), reference_label="released (cbfinn/maml_rl)"),
         SinusoidFits(name="figure2", title="Figure 2: sinusoid fits of MAML and pretraining after 0, 1, 10 steps"),
     ]

@@ -3,10 +3,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from harness import hookimpl
-from harness.tables import Select, TableSpec, paper_cells
+from harness.tables import PaperCell, Select, TableSpec, paper_cells
 
 REFERENCE = Path(__file__).parent / "reference" / "paper-results.csv"
+RELEASED = Path(__file__).parent / "reference" / "figure-4-5-official-results.csv"
+RL_STEPS = {"0 steps": 0, "1 step": 1, "2 steps": 2, "3 steps": 3}
+NAVIGATION = {"20 trajectories": Select(shots=40, where={"trajectories": 20})}
+"""2D navigation: meta-trained on 20 paths per task and step, evaluated with 40 paths per step (paper Table 4)."""
+RL_ROWS = {"MAML": "maml", "first-order MAML": "fomaml", "context vector": "context", "pretrain": "pretrain",
+           "random init": "scratch", "oracle": "oracle"}
+"""The RL learners by the names of the released results (`RELEASED`)."""
+
+
+def released_cells(suite: str, setting: str) -> list[PaperCell]:
+    """The authors' released curves of `suite` (mean return at 0-3 steps) as paper cells of `setting`."""
+    released = pd.read_csv(RELEASED)
+    return [PaperCell(setting, row.learner, column, float(getattr(row, f"step{step}")))
+            for row in released[released.suite == suite].itertuples()
+            for column, step in RL_STEPS.items() if pd.notna(getattr(row, f"step{step}"))]
 STEPS = {"0 steps": 0, "1 step": 1, "5 steps": 5, "10 steps": 10}
 OMNIGLOT_SHOTS = {f"{k}-shot": Select(shots=k, where={"train_shots": k}) for k in (1, 5)}
 """Omniglot columns: a model trained and tested K-shot, scored after its last test step (3 for 5-way, 5 for 20)."""
@@ -48,5 +65,21 @@ def harness_tables() -> list[TableSpec]:
             settings={"5-way": Select(where={"ways": 5})}, columns=OMNIGLOT_SHOTS,
             rows={"context vector": conv("context"), "MAML": conv("maml")},
             paper=paper_cells(REFERENCE, 3, "omniglot"), lower_is_better=False, paired_with="MAML", extra_rows=False,
+        ),
+        TableSpec(
+            name="table4",
+            title="Table 4: 2D navigation, mean return over 40 test goals after 0-3 policy-gradient steps, "
+                  "context vector vs MAML",
+            suite="navigation2d", metric="return", settings=NAVIGATION, columns=RL_STEPS,
+            rows={"context vector": "context", "MAML": "maml"},
+            paper=paper_cells(REFERENCE, 4, "navigation2d"), lower_is_better=False, paired_with="MAML",
+            extra_rows=False,
+        ),
+        TableSpec(
+            name="table4-extended",
+            title="2D navigation, every learner: mean return over 40 test goals after 0-3 policy-gradient steps, "
+                  "beside the authors' released results (cbfinn/maml_rl; MAML, random init, oracle)",
+            suite="navigation2d", metric="return", settings=NAVIGATION, columns=RL_STEPS, rows=RL_ROWS,
+            paper=released_cells("navigation2d", "20 trajectories"), lower_is_better=False, paired_with="MAML",
         ),
     ]

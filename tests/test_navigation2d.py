@@ -100,3 +100,25 @@ def test_oracle_policy_sees_the_goal():
     expected = functional_call(net.module, dict(net.module.named_parameters()),
                                (torch.cat([obs, goal.expand(3, 5, 2)], -1),))
     torch.testing.assert_close(outputs, expected)
+
+
+def test_table_4_the_extended_table_and_figure_4(tmp_path):
+    import pandas as pd
+    out, results, figures = str(tmp_path / "out"), tmp_path / "tables", tmp_path / "figures"
+    assert main(["run", "--suite", "navigation2d", "--learners", "maml,context,scratch", "--profile", "smoke",
+                 "--set", "trajectories=20", "--set", "eval_trajectories=40", "--out", out, "--quiet"]) == 0
+    assert main(["report", "--out", out, "--results", str(results), "--figures", str(figures), "--tables",
+                 "table4,table4-extended"]) == 0
+    table4 = pd.read_csv(results / "table4.csv").set_index(["setting", "row", "column"])
+    maml = table4.loc[("20 trajectories", "MAML", "1 step")]
+    assert maml.paper == -11.68 and maml.n == 2
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    (expected,) = db.execute("SELECT AVG(value) FROM scores JOIN runs USING (run_id) WHERE learner = 'maml' "
+                             "AND step = 1").fetchone()
+    assert maml["mean"] == pytest.approx(expected)
+    extended = pd.read_csv(results / "table4-extended.csv").set_index(["setting", "row", "column"])
+    assert extended.loc[("20 trajectories", "random init", "3 steps")].paper == -46.81
+    assert extended.loc[("20 trajectories", "random init", "2 steps")].n == 2  # scratch (smoke: up to 2 steps)
+    oracle = extended.loc[("20 trajectories", "oracle", "0 steps")]
+    assert oracle.paper == -2.29 and pd.isna(oracle["mean"])  # not run here
+    assert (figures / "figure4.png").stat().st_size > 0
