@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -62,13 +62,13 @@ def save(fig: Figure, directory: Path, name: str) -> Path:
     return path
 
 
-def curves(store: Store, suite: str, metric: str, profile: str | None = None,
-           lower_is_better: bool = True) -> pd.DataFrame:
-    """Per learner, shots and step of `suite`'s chosen runs: `metric` summarised over test tasks (seeds pooled per
-    task; a diverged (NaN) score counts as the worst value, so the mean of a cell with a diverged task is infinite).
-    Columns: `CURVE_COLUMNS`."""
+def curves(store: Store, suite: str, metric: str, profile: str | None = None, lower_is_better: bool = True,
+           where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Per learner, shots and step of `suite`'s chosen runs (with the config values `where`): `metric` summarised
+    over test tasks (seeds pooled per task; a diverged (NaN) score counts as the worst value, so the mean of a cell
+    with a diverged task is infinite). Columns: `CURVE_COLUMNS`."""
     rows = []
-    for learner, runs in chosen_runs(store.runs(), suite, profile).items():
+    for learner, runs in chosen_runs(store.runs(), suite, profile, where).items():
         scores = store.scores(runs.run_id)
         seeds = ",".join(str(s) for s in sorted(runs.seed))
         for shots, step in scores[scores.metric == metric][["shots", "step"]].drop_duplicates().itertuples(index=False):
@@ -108,10 +108,11 @@ class CurvesFigure:
     reference: Mapping[str, Sequence[float]] = field(default_factory=dict)
     """Published curves to draw dashed beside ours: learner name -> mean at steps 0, 1, ... (NaN where absent)."""
     reference_label: str = "published"
+    where: Mapping[str, Any] = field(default_factory=dict)  # the config values of the runs to draw
 
     def make(self, store: Store, runs_dir: Path, registry: Registry, directory: Path,
              profile: str | None) -> Path | None:
-        frame = curves(store, self.suite, self.metric, profile, self.lower_is_better)
+        frame = curves(store, self.suite, self.metric, profile, self.lower_is_better, self.where)
         return None if frame.empty else save(self.draw(frame), directory, self.name)
 
     def draw(self, frame: pd.DataFrame) -> Figure:

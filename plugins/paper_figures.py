@@ -121,8 +121,9 @@ def harness_figures() -> list[FigureSpec]:
     return [
         CurvesFigure(name="figure3", title="Figure 3 (and 6): sinusoid regression, MSE against gradient steps at "
                      "test time", suite="sinusoid", metric="mse"),
-        CurvesFigure(name="figure4", title="Figure 4: 2D navigation, mean return against policy-gradient steps",
+        CurvesFigure(name="figure4", title="Figure 4: 2D navigation, return against steps (alpha 0.1, then 0.05)",
                      suite="navigation2d", metric="return", log_y=False, lower_is_better=False,
-                     reference=released_curves("navigation2d"), reference_label="released (cbfinn/maml_rl)"),
+                     reference=released_curves("navigation2d"), reference_label="released (cbfinn/maml_rl, alpha 0.5)",
+                     where={"inner_lr": 0.1}),
         SinusoidFits(name="figure2", title="Figure 2: sinusoid fits of MAML and pretraining after 0, 1, 10 steps"),
     ]
