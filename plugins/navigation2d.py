@@ -4,7 +4,8 @@ state-independent log-std; inner step REINFORCE with the linear feature baseline
 (`plugins.rl.trainer`); evaluation on 40 frozen goals, up to 3 steps of 40 paths (`plugins.rl.evaluation`).
 
 `inner_lr` 0.1 as the paper (the released point-robot code used 0.5: `--set inner_lr=0.5,later_inner_lr=0.25`
-reproduces it), `later_inner_lr` 0.05 for the later evaluation steps. The oracle sees the goal as extra inputs.
+reproduces it), `later_inner_lr` 0.05 for the later evaluation steps. The oracle sees the goal as extra inputs; the
+baselines' fine-tuning step size is tuned on validation goals (`plugins.rl.evaluation.validation_returns`).
 """
 from __future__ import annotations
 

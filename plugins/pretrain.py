@@ -8,8 +8,8 @@
 
 Training is the suite trainer's joint training (supervised: `meta_iterations` batches of `meta_batch` tasks, every
 support and query example as training data, Adam `meta_lr`; RL: TRPO on trajectories of randomly drawn tasks). The
-fine-tuning step sizes come from the trainer too (supervised: tuned on validation tasks, every candidate's error
-recorded as `step_size_validation`; RL: `inner_lr`) and are part of the trained state.
+fine-tuning step sizes come from the trainer too (tuned on validation tasks, every candidate's score recorded as
+`step_size_validation`) and are part of the trained state.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from harness.protocols import Adapted
 from harness.training import Adaptation
 from plugins.maml import MAML
 from plugins.navigation2d import PAPER, Navigation2D
-from plugins.rl.evaluation import RolloutEvaluator
+from plugins.rl.evaluation import STEP_SIZES, RolloutEvaluator
 from plugins.rl.trpo import fisher_vector_product, flatten_params
 
 REG = registry()
@@ -122,3 +122,20 @@ def test_table_4_the_extended_table_and_figure_4(tmp_path):
     oracle = extended.loc[("20 trajectories", "oracle", "0 steps")]
     assert oracle.paper == -2.29 and pd.isna(oracle["mean"])  # not run here
     assert (figures / "figure4.png").stat().st_size > 0
+
+
+def test_baselines_fine_tune_with_the_step_size_best_on_validation_goals():
+    config = Navigation2D.profiles["smoke"]
+    suite = Navigation2D(config)
+    torch.manual_seed(0)
+    net = FunctionalModel(suite, "cpu")
+    recorded = {}
+    ctx = type("Ctx", (), {"record": lambda self, key, value: recorded.update({key: value})})()
+    table = suite.trainer(config).step_sizes(net, ctx)
+    returns = recorded["step_size_validation"][str(config["eval_trajectories"])]
+    assert list(returns) == [str(lr) for lr in STEP_SIZES]
+    best = max(returns, key=returns.get)
+    assert table.tolist() == [[config["eval_trajectories"], float(best)]]
+    # validation goals are not the test goals
+    val = RolloutEvaluator(2, 2, 1, 0.99, split="val").tasks(suite).features
+    assert not torch.equal(val, RolloutEvaluator(2, 2, 1, 0.99).tasks(suite).features)

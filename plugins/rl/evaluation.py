@@ -7,16 +7,21 @@ learners' own `adapt` serves supervised and RL suites alike.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from harness.functional import adapt_batch, step_sizes
+from harness.models import FunctionalModel
 from harness.protocols import Forward, Learner, Params, Progress, Score, Suite, TaskBatch
 from harness.seeding import generator
-from plugins.rl.policy_gradient import Paths
-from plugins.rl.trainer import RLSuite, support_of
+from plugins.rl.policy_gradient import Paths, RLSuite, support_of
+
+STEP_SIZES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5)
+"""Candidate fine-tuning step sizes of the baselines (the released code used 0.5 for random initialisation)."""
 
 
 class RolloutSupport:
@@ -49,6 +54,7 @@ class RolloutEvaluator:
     steps: int
     gamma: float
     device: torch.device = torch.device("cpu")
+    split: str = "test"  # "val": other tasks, for tuning
 
     @classmethod
     def from_config(cls, config: Mapping, device: torch.device) -> RolloutEvaluator:
@@ -56,9 +62,9 @@ class RolloutEvaluator:
 
     def tasks(self, suite: Suite) -> TaskBatch:
         rl: RLSuite = suite  # type: ignore[assignment]
-        goals = torch.cat([rl.sample_tasks(1, generator(suite.name, "test", i)) for i in range(self.n_tasks)])
+        goals = torch.cat([rl.sample_tasks(1, generator(suite.name, self.split, i)) for i in range(self.n_tasks)])
         shots = goals.new_zeros(self.n_tasks, self.trajectories, 0)  # fixes the numbers of tasks and of paths
-        renew = RolloutSupport(rl, goals, self.trajectories, self.gamma, generator(suite.name, "test", "rollouts"))
+        renew = RolloutSupport(rl, goals, self.trajectories, self.gamma, generator(suite.name, self.split, "rollouts"))
         return TaskBatch(shots, shots, shots, shots, features=goals, renew=renew)
 
     def evaluate(
@@ -72,3 +78,24 @@ class RolloutEvaluator:
             yield from (Score(i, self.trajectories, step, suite.metric, v) for i, v in enumerate(returns.tolist()))
             bar.update(1)
         bar.close()
+
+
+def validation_returns(suite: RLSuite, net: FunctionalModel, config: Mapping, features: bool = False,
+                       grid: tuple[float, ...] = STEP_SIZES) -> dict[float, float]:
+    """For each step size of `grid`: the mean return over `eval_tasks` validation tasks (not the test tasks) after
+    `eval_steps` policy-gradient steps of the weights of `net` on `eval_trajectories` fresh paths each, later steps
+    scaled as `later_inner_lr` scales `inner_lr`; a diverged return counts as -inf. With `features`, each task's
+    parameters are the per-task input "task_features" (an oracle)."""
+    evaluator = RolloutEvaluator(config["eval_tasks"], config["eval_trajectories"], config["eval_steps"],
+                                 config["gamma"], split="val")
+    scale = config.get("later_inner_lr", config["inner_lr"]) / config["inner_lr"]
+    returns = {}
+    for lr in grid:
+        tasks = evaluator.tasks(suite)  # the same goals and rollout noise for every candidate
+        *_, adapted = adapt_batch(net.loss, net.params, tasks.support_x, tasks.support_y,
+                                  step_sizes(lr, config["eval_steps"], lr * scale), adapt=net.weights,
+                                  per_task={"task_features": tasks.features} if features else None,
+                                  renew=tasks.renewer(net.forward))
+        value = tasks.renew.sample(net.forward, adapted).undiscounted_return().mean().item()
+        returns[lr] = value if math.isfinite(value) else -math.inf
+    return returns

@@ -243,3 +243,21 @@ def surrogate_loss(module: nn.Module, params: Params, paths: Paths, adv: Tensor)
     -log_prob * adv. Differentiable in `params` (`torch.func.grad`); vmap over tasks for a batch.
     """
     return reinforce_loss(functional_call(module, params, (paths.observations,)), pack_targets(paths, adv))
+
+
+def support_of(paths: Paths, gamma: float) -> tuple[Tensor, Tensor]:
+    """Paths as a support set of the suite's REINFORCE loss: (observations, actions + advantage + mask)."""
+    return paths.observations, pack_targets(paths, advantages(paths, gamma))
+
+
+class RLSuite(Protocol):
+    """What the RL trainer and evaluator need of a suite besides the `Suite` protocol."""
+
+    name: str
+
+    def sample_tasks(self, n: int, generator: torch.Generator) -> Tensor:
+        """n task parameters [n, k] (e.g. goals), drawn from `generator`."""
+
+    def rollout(self, policy: Forward, params: Params, tasks: Tensor, trajectories: int,
+                generator: torch.Generator) -> Paths:
+        """`trajectories` paths of each task under its own policy (`params` with a leading task dimension)."""

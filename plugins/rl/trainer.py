@@ -11,7 +11,7 @@ Without inner steps (the pretrain and oracle baselines) this is plain TRPO on th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,23 +20,11 @@ from torch.func import jvp, vmap
 from harness.errors import UsageError
 from harness.functional import inner_loop
 from harness.models import FunctionalModel
-from harness.protocols import Forward, Params, TrainContext
+from harness.protocols import Params, TrainContext
 from harness.training import Adaptation
-from plugins.rl.policy_gradient import Paths, advantages, gaussian_kl, gaussian_log_prob, pack_targets, split
+from plugins.rl.evaluation import validation_returns
+from plugins.rl.policy_gradient import RLSuite, advantages, gaussian_kl, gaussian_log_prob, split, support_of
 from plugins.rl.trpo import TRPOConfig, flatten_params, trpo_step, unflatten_params
-
-
-class RLSuite(Protocol):
-    """What the RL trainer and evaluator need of a suite besides the `Suite` protocol."""
-
-    name: str
-
-    def sample_tasks(self, n: int, generator: torch.Generator) -> Tensor:
-        """n task parameters [n, k] (e.g. goals), drawn from `generator`."""
-
-    def rollout(self, policy: Forward, params: Params, tasks: Tensor, trajectories: int,
-                generator: torch.Generator) -> Paths:
-        """`trajectories` paths of each task under its own policy (`params` with a leading task dimension)."""
 
 
 def batched(params: Params, n: int) -> Params:
@@ -44,15 +32,10 @@ def batched(params: Params, n: int) -> Params:
     return {k: v.expand(n, *v.shape) for k, v in params.items()}
 
 
-def support_of(paths: Paths, gamma: float) -> tuple[Tensor, Tensor]:
-    """Paths as a support set of the suite's REINFORCE loss: (observations, actions + advantage + mask)."""
-    return paths.observations, pack_targets(paths, advantages(paths, gamma))
-
-
 class TRPOTrainer:
     """`MetaTrainer` of an `RLSuite`: config keys meta_iterations, meta_batch, trajectories, gamma and TRPO's
-    max_kl, cg_iters, cg_damping, cg_subsample, backtrack_ratio, max_backtracks; fine-tuning step size `inner_lr`
-    (not tuned)."""
+    max_kl, cg_iters, cg_damping, cg_subsample, backtrack_ratio, max_backtracks; fine-tuning step sizes tuned on
+    validation tasks."""
 
     def __init__(self, suite: RLSuite, config: Mapping[str, Any]) -> None:
         self.suite, self.config = suite, config
@@ -66,8 +49,12 @@ class TRPOTrainer:
         self._train(net, Adaptation(step_sizes=[]), ctx, features)
 
     def step_sizes(self, net: FunctionalModel, ctx: TrainContext, features: bool = False) -> Tensor:
-        """`inner_lr` for the evaluation's trajectory count (as the released code fine-tuned its baselines)."""
-        return torch.tensor([[self.config["eval_trajectories"], self.config["inner_lr"]]], dtype=torch.float64)
+        """The step size of `STEP_SIZES` with the best mean return on validation tasks after the test's steps
+        (every candidate's return recorded as `step_size_validation`), for the test's number of paths."""
+        paths = self.config["eval_trajectories"]
+        returns = validation_returns(self.suite, net, self.config, features)
+        ctx.record("step_size_validation", {str(paths): {str(lr): r for lr, r in returns.items()}})
+        return torch.tensor([[paths, max(returns, key=returns.__getitem__)]], dtype=torch.float64)
 
     def _train(self, net: FunctionalModel, adaptation: Adaptation, ctx: TrainContext, features: bool) -> None:
         cfg = self.config
