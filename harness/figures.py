@@ -79,18 +79,21 @@ def curves(store: Store, suite: str, metric: str, profile: str | None = None, lo
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
-def diverged_label(learner: str, steps: Sequence[int], last_step: int) -> str:
-    """The legend label of `learner`, naming the steps whose mean is infinite (left out of the plot)."""
-    if not steps:
-        return learner
+def diverged_label(learner: str, steps: Sequence[int], last_step: int, below: Sequence[int] = ()) -> str:
+    """The legend label of `learner`, naming the steps whose mean is infinite (left out of the plot) and those
+    whose mean lies below the plotted range."""
+    notes = [f"{what} at {_steps(where, last_step)}" for what, where in (("diverged", steps), ("below the axis", below))
+             if where]
+    return f"{learner} ({'; '.join(notes)})" if notes else learner
+
+
+def _steps(steps: Sequence[int], last_step: int) -> str:
     first = steps[0]
-    if first == last_step:
-        where = f"step {first}"
-    elif list(steps) == list(range(first, last_step + 1)):
-        where = f"steps ≥ {first}"
-    else:
-        where = "steps " + ", ".join(str(s) for s in steps)
-    return f"{learner} (diverged at {where})"
+    if len(steps) == 1:
+        return f"step {first}"
+    if list(steps) == list(range(first, last_step + 1)):
+        return f"steps ≥ {first}"
+    return "steps " + ", ".join(str(s) for s in steps)
 
 
 @dataclass(frozen=True)
@@ -115,17 +118,27 @@ class CurvesFigure:
         frame = curves(store, self.suite, self.metric, profile, self.lower_is_better, self.where)
         return None if frame.empty else save(self.draw(frame), directory, self.name)
 
+    def _floor(self, frame: pd.DataFrame) -> float:
+        """The bottom of a linear axis of a higher-is-better metric: a quarter below the worst value before
+        adaptation (ours or the reference), so that a learner that collapses after a step does not flatten the
+        other curves; -inf otherwise."""
+        before = [*frame["mean"][(frame.step == 0) & np.isfinite(frame["mean"])],
+                  *(values[0] for values in self.reference.values() if np.isfinite(values[0]))]
+        worst = -np.inf if self.lower_is_better else min(before, default=-np.inf)
+        return worst - 0.25 * abs(worst) if np.isfinite(worst) else -np.inf
+
     def draw(self, frame: pd.DataFrame) -> Figure:
         """The figure of `frame` (rows as `curves` gives them)."""
         shots = sorted(frame.shots.unique())
         learners = sorted(set(frame.learner) | set(self.reference))
+        floor = -np.inf if self.log_y else self._floor(frame)
         fig = new_figure(3.5 + 3.6 * len(shots), 4.2)
         axes = fig.subplots(1, len(shots), sharey=True, squeeze=False)[0]
         for ax, k in zip(axes, shots):
             for i, learner in enumerate(learners):
                 ours = frame[(frame.shots == k) & (frame.learner == learner)].sort_values("step")
                 if not ours.empty:
-                    _curve(ax, ours, learner, f"C{i}", k)
+                    _curve(ax, ours, learner, f"C{i}", k, floor)
                 if learner in self.reference:
                     values = np.asarray(self.reference[learner], dtype=float)
                     ax.plot(np.arange(len(values)), values, "x--", color=f"C{i}", markersize=5,
@@ -136,6 +149,8 @@ class CurvesFigure:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(f"{self.metric} (mean over test tasks)")
+        if np.isfinite(floor):
+            axes[0].set_ylim(bottom=floor)
         if self.log_y:  # keep every learner readable when one explodes: up to 10x the worst pre-update error
             finite = frame["mean"][np.isfinite(frame["mean"]) & (frame["mean"] > 0)]
             axes[0].set_ylim(0.5 * finite.min(), 10 * frame["mean"][frame.step == 0].max())
@@ -154,13 +169,15 @@ class CurvesFigure:
         return fig
 
 
-def _curve(ax: Axes, rows: pd.DataFrame, learner: str, color: str, shots: int) -> None:
-    """One learner's line and band in `ax`; infinite means are left out and named in the label."""
+def _curve(ax: Axes, rows: pd.DataFrame, learner: str, color: str, shots: int, floor: float = -np.inf) -> None:
+    """One learner's line and band in `ax`; infinite means are left out, and they and means below `floor` (the
+    bottom of the axis) are named in the label."""
     finite = rows[np.isfinite(rows["mean"])]
     diverged = [int(s) for s in rows.step[~np.isfinite(rows["mean"])]]
+    below = [int(s) for s in finite.step[finite["mean"] < floor]]
     steps = finite.step.to_numpy()
-    ax.plot(steps, finite["mean"], "o-", color=color, markersize=3,
-            label=diverged_label(learner, diverged, int(rows.step.max())).replace(")", f", K = {shots})"))
+    label = diverged_label(learner, diverged, int(rows.step.max()), below).replace(")", f", K = {shots})")
+    ax.plot(steps, finite["mean"], "o-", color=color, markersize=3, label=label)
     ax.fill_between(steps, finite["mean"] - finite.ci95, finite["mean"] + finite.ci95, color=color, alpha=0.2,
                     linewidth=0)
 
