@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from harness.finetune import best_step_sizes, tune_step_sizes
-from harness.functional import batch_gradient, fastest_meta_gradient
+from harness.functional import batch_gradient, fastest_meta_gradient, step_sizes
 from harness.models import FunctionalModel
 from harness.protocols import Params, Suite, TaskBatch, TrainContext
 
@@ -42,6 +42,15 @@ class MetaTrainer(Protocol):
 
     def step_sizes(self, net: FunctionalModel, ctx: TrainContext, features: bool = False) -> Tensor:
         """The fine-tuning step size of `net` per shot count, as `harness.finetune.best_step_sizes` gives them."""
+
+
+def adaptation_step_sizes(lr: float, steps: int, config: Mapping[str, Any]) -> list[float]:
+    """Step sizes of `steps` adaptation steps at test time starting with `lr`: the later ones scaled as the suite's
+    optional `later_inner_lr` scales `inner_lr` (RL: halved; `later_inner_lr` itself after `inner_lr`), else all
+    `lr`."""
+    if "later_inner_lr" not in config or lr == config["inner_lr"]:
+        return step_sizes(lr, steps, config.get("later_inner_lr"))
+    return step_sizes(lr, steps, lr * config["later_inner_lr"] / config["inner_lr"])
 
 
 def trainer_for(suite: Suite, config: Mapping[str, Any]) -> MetaTrainer:

@@ -18,7 +18,7 @@ from harness import hookimpl
 from harness.functional import adapt_batch, resolve_vectorize, step_sizes
 from harness.models import FunctionalModel
 from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
-from harness.training import Adaptation, trainer_for
+from harness.training import Adaptation, adaptation_step_sizes, trainer_for
 
 
 class MAML:
@@ -42,7 +42,7 @@ class MAML:
 
     def eval_step_sizes(self, steps: int) -> list[float]:
         """`inner_lr` for the first step; a suite may set `later_inner_lr` for the rest (RL evaluation: alpha/2)."""
-        return step_sizes(self.config["inner_lr"], steps, self.config.get("later_inner_lr"))
+        return adaptation_step_sizes(self.config["inner_lr"], steps, self.config)
 
     def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
         cfg = self.config

@@ -21,10 +21,10 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.finetune import step_size_for
-from harness.functional import adapt_batch, resolve_vectorize, step_sizes
+from harness.functional import adapt_batch, resolve_vectorize
 from harness.models import FunctionalModel
 from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
-from harness.training import trainer_for
+from harness.training import adaptation_step_sizes, trainer_for
 
 
 class Pretrain:
@@ -68,15 +68,11 @@ class Pretrain:
         net.load_state_dict(state)
         lr = step_size_for(state["tuned_step_sizes"], tasks.n_shots)
         for params in adapt_batch(net.loss, net.params, tasks.support_x, tasks.support_y,
-                                  step_sizes(lr, steps, later_step(lr, self.config)), adapt=net.weights,
+                                  adaptation_step_sizes(lr, steps, self.config), adapt=net.weights,
                                   vectorize=resolve_vectorize(self.config["vectorize"]), per_task=self.per_task(tasks),
                                   renew=tasks.renewer(net.forward)):
             yield Adapted(net.forward, params)
 
-
-def later_step(lr: float, config: Mapping[str, Any]) -> float:
-    """The step size after the first: `lr` scaled as the suite's `later_inner_lr` scales `inner_lr` (RL: halved)."""
-    return lr * config["later_inner_lr"] / config["inner_lr"] if "later_inner_lr" in config else lr
 
 
 class Oracle(Pretrain):

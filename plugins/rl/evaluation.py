@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.functional import adapt_batch, step_sizes
+from harness.functional import adapt_batch
 from harness.models import FunctionalModel
 from harness.protocols import Forward, Learner, Params, Progress, Score, Suite, TaskBatch
 from harness.seeding import generator
+from harness.training import adaptation_step_sizes
 from plugins.rl.policy_gradient import Paths, RLSuite, support_of
 
 STEP_SIZES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5)
@@ -88,12 +89,11 @@ def validation_returns(suite: RLSuite, net: FunctionalModel, config: Mapping, fe
     parameters are the per-task input "task_features" (an oracle)."""
     evaluator = RolloutEvaluator(config["eval_tasks"], config["eval_trajectories"], config["eval_steps"],
                                  config["gamma"], split="val")
-    scale = config.get("later_inner_lr", config["inner_lr"]) / config["inner_lr"]
     returns = {}
     for lr in grid:
         tasks = evaluator.tasks(suite)  # the same goals and rollout noise for every candidate
         *_, adapted = adapt_batch(net.loss, net.params, tasks.support_x, tasks.support_y,
-                                  step_sizes(lr, config["eval_steps"], lr * scale), adapt=net.weights,
+                                  adaptation_step_sizes(lr, config["eval_steps"], config), adapt=net.weights,
                                   per_task={"task_features": tasks.features} if features else None,
                                   renew=tasks.renewer(net.forward))
         value = tasks.renew.sample(net.forward, adapted).undiscounted_return().mean().item()
