@@ -77,7 +77,8 @@ def median_ms(fn, data, repeat=7):
     return sorted(times)[repeat // 2] * 1e3
 
 
-def test_omniglot_meta_iteration_vmap_loop_and_learn2learn_style(setup, capsys):
+def test_omniglot_meta_iteration_vmap_loop_and_learn2learn_style(setup, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))  # time auto's candidates afresh, not a remembered choice
     model, data = setup
     ms = {"harness vmap": median_ms(harness(model, "vmap"), data),
           "harness loop": median_ms(harness(model, "loop"), data),

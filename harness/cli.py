@@ -1,4 +1,4 @@
-"""`python -m harness run | report | tasks | check | data | list`.
+"""`python -m harness run | status | report | tasks | check | data | list`.
 
 Bad input: one line on stderr naming the problem and the fix, exit status 2."""
 from __future__ import annotations
@@ -13,12 +13,11 @@ from typing import NoReturn
 
 from tabulate import tabulate
 
-from harness import runner, tables
+from harness import executors, runner, tables
 from harness.config import parse_assignments
 from harness.errors import UsageError
 from harness.plugins import Registry, registry
-from harness.protocols import Progress
-from harness.store import DB_NAME, Store
+from harness.store import DB_NAME, Store, SweepUnit
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_RESULTS = Path("results") / "tables"
@@ -33,6 +32,8 @@ def _names(text: str, what: str, example: str = "maml,fomaml") -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise UsageError(f"--{what} is empty; give a comma-separated list, e.g. --{what} {example}")
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise UsageError(f"--{what} names {', '.join(twice)} more than once; give each once")
     return names
 
 
@@ -60,32 +61,22 @@ def _writable_dir(path: Path, flag: str) -> Path:
 
 
 def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    executor, jobs = executors.choose(args.executor, args.jobs, args.address)
     settings = _names(args.setting, "setting", "5way-1shot,20way-5shot") if args.setting is not None else [None]
     specs = [runner.RunSpec(args.suite, learner, args.profile, seed, args.device, parse_assignments(args.set), setting)
              for setting in settings for learner in _names(args.learners, "learners") for seed in _seeds(args.seeds)]
     prepared = runner.plan(specs, reg)
     out = _writable_dir(args.out, "--out")
     store = Store(out)
-    progress = runner.tqdm_progress(not args.quiet)
     command = tables.command_line(argv)
-    failed = {run.run_id for run in execute_all(prepared, store, out, command, progress, args.rerun)}
+    store.add_sweep([SweepUnit(r.run_id, r.spec.suite, r.spec.learner, r.spec.setting, r.spec.profile,
+                               r.spec.seed) for r in prepared], command)
+    sweep = executors.Sweep(prepared, out, command, args.rerun)
+    outcomes = executors.execute(sweep, executor, jobs, args.address, runner.tqdm_progress(not args.quiet))
+    failed = {o.run_id for o in outcomes if o.status == "failed"}
     print(summary(store, [run.run_id for run in prepared if run.run_id not in failed]))
     store.close()
     return 1 if failed else 0
-
-
-def execute_all(prepared: Sequence[runner.PreparedRun], store: Store, out: Path, command: str,
-                progress: Progress, rerun: bool = False) -> list[runner.PreparedRun]:
-    """Execute every run in turn, reporting each on stderr; a run that raises is recorded as failed in the store
-    and the others go on. Returns the failed runs."""
-    failed = []
-    for run in prepared:
-        try:
-            print(f"{run.run_id}: {runner.execute(run, store, out, command, progress, rerun)}", file=sys.stderr)
-        except Exception as exc:
-            failed.append(run)
-            print(f"{run.run_id}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return failed
 
 
 def summary(store: Store, run_ids: list[str]) -> str:
@@ -137,6 +128,17 @@ def _write_figures(args: argparse.Namespace, reg: Registry, store: Store) -> Non
         print(done, file=sys.stderr)
 
 
+def cmd_status(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    """The units of the latest sweep (every sweep with --all): done, running, interrupted, failed or pending."""
+    from harness.sweeps import describe_sweeps
+
+    _require_store(args.out)
+    store = Store(args.out)
+    print(describe_sweeps(store.sweeps(), latest_only=not args.all))
+    store.close()
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
     from harness.diagnose import worst_tasks
 
@@ -179,8 +181,9 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
     store = Store(out)
     command = tables.command_line(argv)
     progress = runner.tqdm_progress(not args.quiet)
-    failed = [run.spec.learner for run in execute_all(prepared, store, out, command, progress)]
     learner_of = {run.run_id: run.spec.learner for run in prepared}
+    outcomes = executors.execute(executors.Sweep(prepared, out, command), "inprocess", 1, None, progress)
+    failed = [learner_of[o.run_id] for o in outcomes if o.status == "failed"]
     scores = store.scores(learner_of)
     store.close()
     new = regression.reduce(scores.assign(learner=scores.run_id.map(learner_of)))
@@ -217,7 +220,6 @@ def cmd_data(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> in
     if args.name not in reg.datasets:
         known = ", ".join(sorted(reg.datasets)) or "none installed"
         raise UsageError(f"unknown dataset {args.name!r}; known datasets: {known}")
-    cache = _writable_dir(cache_dir(args.cache), "--cache")
     source = data_dir(args.data_dir, args.cache)
     dataset = reg.datasets[args.name].obj
     if args.download:
@@ -227,7 +229,14 @@ def cmd_data(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> in
     if not source.is_dir():
         raise UsageError(f"data directory {source} does not exist; pass --data-dir or set HARNESS_DATA to the folder "
                          f"that holds the raw {args.name} archives")
-    print(dataset.prepare(source, cache))
+    cache = cache_dir(args.cache)
+    new_cache = not cache.exists()
+    try:
+        print(dataset.prepare(source, _writable_dir(cache, "--cache")))
+    except BaseException:
+        if new_cache and cache.is_dir() and not any(cache.iterdir()):
+            cache.rmdir()  # a failed preparation leaves nothing behind, not even the cache folder it made
+        raise
     return 0
 
 
@@ -281,8 +290,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun", action="store_true",
                      help="compute finished runs again and replace their scores (a run is identified by its config, "
                           "so after a code change that alters results, finished runs would otherwise be skipped)")
+    run.add_argument("--executor", default=None, help="inprocess | pool | ray (default: inprocess; pool with --jobs)")
+    run.add_argument("--jobs", type=int, default=None, help="run up to N units at once in a local process pool")
+    run.add_argument("--address", default=None,
+                     help="with --executor ray: the address of a running Ray cluster (default: start a local one)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(fn=cmd_run)
+    status = sub.add_parser("status", help="the units of the latest sweep: done, running, interrupted, failed, pending")
+    status.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
+    status.add_argument("--all", action="store_true", help="every sweep recorded in the store, oldest first")
+    status.set_defaults(fn=cmd_status)
     report = sub.add_parser("report", help="write the tables (CSV + Markdown) and figures (PNG) from the results store")
     report.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
     report.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where tables are written")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
+from harness import decisions
 from harness.protocols import Params
 
 LossFn = Callable[[Params, Tensor, Tensor], Tensor]
@@ -129,8 +130,10 @@ def fastest_meta_gradient(
     on_choice: Callable[[str, dict[str, float]], None] = lambda mode, ms: None,
 ) -> MetaGradient:
     """`meta_gradient` with `vectorize` resolved: "auto" times vmap and loop on the first call's batch (a warm-up and
-    a timed call each), keeps the faster for every later call, and reports (choice, ms by mode) to `on_choice`.
-    Compiled, "auto" takes vmap (compiling the loop unrolls it over the meta-batch)."""
+    a timed call each), keeps the faster for every later call, and reports (choice, ms by mode; empty when the choice
+    was remembered) to `on_choice`. The choice is remembered on this machine for the same shapes and settings
+    (`harness.decisions`), so that every process, resumed or not, computes the same numbers. Compiled, "auto" takes
+    vmap (compiling the loop unrolls it over the meta-batch)."""
     if vectorize != "auto" or compile:
         mode = "vmap" if vectorize == "auto" else vectorize
         return meta_gradient(loss_fn, lrs, adapt, first_order, mode, compile)
@@ -139,8 +142,17 @@ def fastest_meta_gradient(
 
     def step(params: Params, *data: Tensor) -> tuple[Tensor, Params]:
         if not chosen:
-            ms = {mode: milliseconds(fn, params, *data, repeats=1) for mode, fn in candidates.items()}
-            chosen.append(min(ms, key=ms.__getitem__))
+            ms: dict[str, float] = {}
+
+            def fastest() -> str:
+                ms.update({mode: milliseconds(fn, params, *data, repeats=1) for mode, fn in candidates.items()})
+                return min(ms, key=ms.__getitem__)
+
+            shapes = [(k, tuple(p.shape), p.dtype) for k, p in params.items()]
+            key = decisions.key_of("meta_gradient", shapes, [(tuple(d.shape), d.dtype, d.device.type) for d in data],
+                                   list(lrs), sorted(adapt or []), first_order, torch.__version__,
+                                   torch.get_num_threads())
+            chosen.append(decisions.remembered(key, fastest))
             on_choice(chosen[0], ms)
         return candidates[chosen[0]](params, *data)
 

@@ -206,7 +206,8 @@ class TrainContext(Protocol):
         nothing, and every learner run with the same seed sees the same training tasks."""
 
     def iterations(self, start: int, total: int, desc: str = "meta-train") -> Iterator[int]:
-        """Iterations `start..total-1` with a progress bar; checkpoints become due on the runner's schedule."""
+        """Iterations `start..total-1` with a progress bar; checkpoints become due on the runner's schedule. After a
+        Ctrl-C the current iteration finishes (its checkpoint due) and the loop stops with KeyboardInterrupt."""
 
     def log(self, iteration: int, loss: float) -> None:
         """Record the training loss of `iteration`; a non-finite loss stops the run as diverged."""
@@ -215,7 +216,7 @@ class TrainContext(Protocol):
         """Keep a JSON-serialisable fact about this run in the results store (e.g. a tuned step size and why)."""
 
     def checkpoint_due(self, iteration: int) -> bool:
-        """Whether a training checkpoint should be saved after `iteration`."""
+        """Whether a training checkpoint should be saved after `iteration` (on schedule, or to stop after Ctrl-C)."""
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         """Atomically save a resumable training checkpoint (tensors, ints, floats, strings, nested dicts)."""

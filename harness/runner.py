@@ -5,6 +5,7 @@ to evaluation when its trained model is already saved.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -12,8 +13,10 @@ import json
 import math
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -159,6 +162,7 @@ class RunContext:
         self._bar: Any = None
         self._started = time.perf_counter()
         self._earlier_seconds = 0.0  # meta-training time spent before the checkpoint this run resumed from
+        self._stop_requested = False  # Ctrl-C: checkpoint at the end of this iteration, then stop
 
     def train_seconds(self) -> float:
         """Wall time of meta-training so far, across interruptions."""
@@ -168,14 +172,38 @@ class RunContext:
         return generator(*self._identity, stream, iteration)
 
     def iterations(self, start: int, total: int, desc: str = "meta-train") -> Iterator[int]:
+        """Iterations start..total-1 with a progress bar. A first Ctrl-C (SIGINT) lets the current iteration finish
+        and save its checkpoint (`checkpoint_due` says yes) and then stops with KeyboardInterrupt; a second one
+        stops at once."""
         self._bar = self._progress(total, desc)
         self._bar.update(start)
         try:
-            for i in range(start, total):
-                yield i
-                self._bar.update(1)
+            with self._stop_on_interrupt():
+                for i in range(start, total):
+                    yield i
+                    self._bar.update(1)
+                    if self._stop_requested:
+                        raise KeyboardInterrupt
         finally:
             self._bar.close()
+
+    @contextlib.contextmanager
+    def _stop_on_interrupt(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers belong to the main thread; elsewhere Ctrl-C keeps its usual effect
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            print("\nstopping after this iteration's checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def log(self, iteration: int, loss: float) -> None:
         """Record the training loss of `iteration`; a non-finite one stops the run as diverged."""
@@ -188,7 +216,7 @@ class RunContext:
         self._store.record(self._run_id, key, value)
 
     def checkpoint_due(self, iteration: int) -> bool:
-        return (iteration + 1) % self.config["checkpoint_every"] == 0
+        return self._stop_requested or (iteration + 1) % self.config["checkpoint_every"] == 0
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         checkpoints.save_tensors(self._path, {**state, TRAIN_SECONDS: self.train_seconds()})

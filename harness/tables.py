@@ -1,5 +1,12 @@
 """Tables as views over the results store: long-form CSV (one row per cell) and a wide Markdown view, with the
-paper's value beside ours. A cell without a run keeps an empty `mean`: it is marked, never invented."""
+paper's value beside ours. A cell without a run keeps an empty `mean`: it is marked, never invented.
+
+A cell with one seed summarises its test tasks (`harness.stats.summarize`). A cell with several seeds pools the values
+of all its (seed, task) pairs: `mean` over them, `ci95` the larger half of a stratified bootstrap's 95% interval
+(`harness.stats.summarize_seeds`; bounds in `ci95_low`, `ci95_high`), `n`, `median`, `over_10x_median` and `diverged`
+counting (seed, task) pairs, and the spread between seeds in `n_seeds`, `seed_sd`, `seed_min`, `seed_max` (the
+per-seed means). Paired differences pair the identical test task under the same seed, over the seeds both rows have
+(`paired_seeds`)."""
 from __future__ import annotations
 
 import functools
@@ -15,14 +22,22 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from harness.stats import describe, fmt, summarize
+from harness.stats import Summary, describe, fmt, summarize_seeds
 from harness.store import Store
 
 COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci95", "n", "median", "over_10x_median",
            "diverged", "paper", "paper_ci95", "vs_paper", "paired_diff", "paired_diff_ci95", "profile", "seeds",
-           "device", "train_seconds", "command", "git_commit"]
+           "device", "train_seconds", "command", "git_commit",
+           # appended for several seeds (harness.stats.summarize_seeds): the spread between seeds, the interval's
+           # bounds (one seed: mean -/+ ci95), and the seeds, spread, (seed, task) pairs and infinite differences of a
+           # paired difference
+           "n_seeds", "seed_sd", "seed_min", "seed_max", "ci95_low", "ci95_high", "paired_seeds", "paired_diff_seed_sd",
+           "paired_n", "paired_diverged"]
 MARKS = {"within ci": "≈", "better": "▲", "short": "▼"}
 PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
+SEVERAL_SEEDS = ("A cell over several seeds pools its values of every (seed, test task): their mean ± the larger half "
+                 "of a 95% stratified bootstrap interval (percentile, test tasks resampled within each seed); seed sd: "
+                 "the standard deviation of the per-seed means.")
 
 
 @dataclass(frozen=True)
@@ -85,11 +100,13 @@ class TableSpec:
         return out
 
 
-def versus_paper(mean: float, ci95: float, paper: float, lower_is_better: bool) -> str:
-    """"within ci" when the paper's value lies in our 95% interval, else "better" or "short" (of the paper)."""
+def versus_paper(mean: float, ci95: float, paper: float, lower_is_better: bool,
+                 interval: tuple[float, float] | None = None) -> str:
+    """"within ci" when the paper's value lies in our 95% interval (`interval`, else mean ± ci95), else "better" or
+    "short" (of the paper)."""
     if not math.isfinite(mean):
         return "short"
-    if abs(mean - paper) <= ci95:
+    if (interval[0] <= paper <= interval[1]) if interval else abs(mean - paper) <= ci95:
         return "within ci"
     return "better" if (mean < paper) == lower_is_better else "short"
 
@@ -118,18 +135,41 @@ def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None,
     return chosen
 
 
-def per_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int | None, metric: str,
-             lower_is_better: bool = True) -> pd.Series:
-    """One value per test task (index) of a cell, pooled over the seeds of `group` (step None: the last step
-    evaluated); NaN (diverged) counts as the worst value."""
+def per_seed_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int | None, metric: str,
+                  lower_is_better: bool = True) -> pd.Series:
+    """The values of a cell, indexed by (seed, task) of the runs `group` (one run per seed; step None: the last step
+    evaluated), sorted; NaN (diverged) counts as the worst value."""
     s = scores[scores.run_id.isin(group.run_id) & (scores.shots == shots) & (scores.metric == metric)]
     s = s[s.step == (s.step.max() if step is None else step)]
-    return s.value.fillna(np.inf if lower_is_better else -np.inf).groupby(s.task).mean()
+    index = pd.MultiIndex.from_arrays([s.run_id.map(group.set_index("run_id").seed), s.task], names=["seed", "task"])
+    return s.value.fillna(np.inf if lower_is_better else -np.inf).set_axis(index).sort_index()
+
+
+def per_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int | None, metric: str,
+             lower_is_better: bool = True) -> pd.Series:
+    """One value per test task (index) of a cell, the mean over the seeds of `group` (step None: the last step
+    evaluated); NaN (diverged) counts as the worst value."""
+    return per_seed_task(scores, group, shots, step, metric, lower_is_better).groupby(level="task").mean()
+
+
+def summarize_cell(values: pd.Series, lower_is_better: bool = True) -> Summary:
+    """`summarize_seeds` of values indexed by (seed, task): with one seed, `summarize` over its tasks."""
+    by_seed = {seed: v.to_numpy() for seed, v in values.groupby(level="seed")}
+    return summarize_seeds(by_seed, lower_is_better)
+
+
+def seed_columns(summary: Summary) -> dict[str, Any]:
+    """The columns of a cell that say how its seeds were pooled: its interval's bounds, and the spread between seeds
+    where there are several."""
+    several = {"seed_sd": summary.seed_sd, "seed_min": summary.seed_min, "seed_max": summary.seed_max}
+    return {"n_seeds": summary.seeds, "ci95_low": summary.low, "ci95_high": summary.high} | \
+        (several if summary.seeds > 1 else {})
 
 
 def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataFrame:
-    """The long-form rows of `spec` from `store`; with `spec.paired_with`, each row's paired difference from that
-    row's learner on the identical test tasks."""
+    """The long-form rows of `spec` from `store` (cells with several seeds: see the module's docstring); with
+    `spec.paired_with`, each row's paired difference from that row's learner on the identical test tasks under the
+    same seeds, over the seeds both have."""
     all_runs = store.runs()
     chosen = functools.cache(lambda where: chosen_runs(all_runs, spec.suite, profile, dict(where)))
     runs_of = lambda sel: chosen(tuple(sorted(sel.where.items()))).get(sel.learner)
@@ -139,7 +179,8 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
     ours = {v if isinstance(v, str) else v.learner for v in spec.rows.values() if v is not None}
     extra = {learner: learner for learner in suite_runs if learner not in ours} if spec.extra_rows else {}
     spec = replace(spec, rows=dict(spec.rows) | extra)
-    values_of = lambda sel, group: per_task(scores, group, sel.shots, sel.step, spec.metric, spec.lower_is_better)
+    values_of = lambda sel, group: per_seed_task(scores, group, sel.shots, sel.step, spec.metric,
+                                                 spec.lower_is_better)
     out = []
     for setting in spec.settings:
         for label in spec.rows:
@@ -153,7 +194,7 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                 group = runs_of(sel) if sel else None
                 values = values_of(sel, group) if group is not None else None
                 if values is not None and len(values):
-                    summary = summarize(values.to_numpy(), spec.lower_is_better)
+                    summary = summarize_cell(values, spec.lower_is_better)
                     cell |= {"mean": summary.mean, "ci95": summary.ci95, "n": summary.n,
                              "median": summary.median, "over_10x_median": summary.over_10x_median,
                              "diverged": summary.diverged,
@@ -161,16 +202,30 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                              "seeds": ",".join(str(x) for x in sorted(group.seed)),
                              "train_seconds": group.train_seconds.mean(),
                              "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0]}
+                    cell |= seed_columns(summary)
                     if ref is not None:
-                        cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better)
+                        cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better,
+                                                        summary.interval)
                     base = spec.address(setting, spec.paired_with, column) if spec.paired_with else None
                     base_group = runs_of(base) if base else None
                     if base_group is not None and label != spec.paired_with:
-                        diff = summarize((values - values_of(base, base_group)).dropna().to_numpy())  # tasks both have
-                        cell |= {"paired_diff": diff.mean, "paired_diff_ci95": diff.ci95}
+                        cell |= paired(values, values_of(base, base_group))
                 out.append(cell)
     frame = pd.DataFrame(out).reindex(columns=COLUMNS)
-    return frame.astype({"n": "Int64", "over_10x_median": "Int64", "diverged": "Int64"})
+    ints = ["n", "over_10x_median", "diverged", "n_seeds", "paired_n", "paired_diverged"]
+    return frame.astype(dict.fromkeys(ints, "Int64"))
+
+
+def paired(values: pd.Series, base: pd.Series) -> dict[str, Any]:
+    """The columns of the paired difference `values` - `base` (both indexed by (seed, task)) over the (seed, task)
+    pairs both have, where it is defined (not inf - inf); none when they share no pair."""
+    diff = (values - base).dropna()
+    if not len(diff):
+        return {}
+    summary = summarize_cell(diff)
+    return {"paired_diff": summary.mean, "paired_diff_ci95": summary.ci95, "paired_diff_seed_sd": summary.seed_sd,
+            "paired_seeds": ",".join(str(seed) for seed in diff.index.unique(level="seed")),
+            "paired_n": summary.n, "paired_diverged": summary.diverged}
 
 
 def _wide(frame: pd.DataFrame, spec: TableSpec, text: Callable[[pd.Series], str]) -> str:
@@ -202,8 +257,8 @@ def _orderings(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
 
 
 def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
-    """The wide, human view: "ours ± ci (paper)" per cell with the profile and device that produced it, the robust
-    view, paired differences, and the commands."""
+    """The wide, human view: "ours ± ci (paper)" per cell with the profile and device that produced it (several
+    seeds: "ours ± ci (seed sd s, k seeds) (paper)"), the robust view, paired differences, and the commands."""
     ran = frame.dropna(subset=["mean"])
     origins = set(zip(ran.profile, ran.device))
 
@@ -211,7 +266,8 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
         if not r["learner"]:
             ours = "—"  # a method of the paper's table that no learner here implements
         else:
-            ours = "not run" if pd.isna(r["mean"]) else describe(r["mean"], r["ci95"], r["n"], r["diverged"])
+            ours = "not run" if pd.isna(r["mean"]) else describe(r["mean"], r["ci95"], r["n"], r["diverged"],
+                                                                 r["n_seeds"], r["seed_sd"])
         paper = "" if pd.isna(r["paper"]) else f" ({fmt(r['paper'])})"
         origin = f" [{r['profile']}, {r['device']}]" if len(origins) > 1 and not pd.isna(r["mean"]) else ""
         return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}") + origin
@@ -231,6 +287,8 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
         lines += ["Cells of the smoke or quick profile are not at the paper's training budget; "
                   "`--profile paper` gives those.", ""]
     lines.append(_wide(frame, spec, cell))
+    if (ran.n_seeds > 1).any():
+        lines += ["", SEVERAL_SEEDS]
     if not len(ran):
         return "\n".join(lines) + "\n"
     if spec.lower_is_better:
@@ -242,10 +300,13 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     paired = ran.dropna(subset=["paired_diff"])
     if len(paired):
         sign = "above" if spec.lower_is_better else "below"
-        lines += ["", f"Paired difference from {spec.paired_with} on the identical test tasks (row minus "
+        seeds = paired.paired_seeds.str.count(",") + 1
+        same_seed = " under the same seed, over the seeds both rows have" if (seeds > 1).any() else ""
+        lines += ["", f"Paired difference from {spec.paired_with} on the identical test tasks{same_seed} (row minus "
                   f"{spec.paired_with}, mean ± 95% interval; an interval {sign} 0: {spec.paired_with} is better):", "",
-                  _wide(paired, spec, lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["n"],
-                                                         int(not np.isfinite(r["paired_diff"]))))]
+                  _wide(paired.assign(paired_n_seeds=seeds), spec,
+                        lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["paired_n"],
+                                           r["paired_diverged"], r["paired_n_seeds"], r["paired_diff_seed_sd"]))]
     lines += ["", "Written by `python -m harness report` from these runs:", ""]
     keys = ["learner", "command", "profile", "seeds", "device", "git_commit", "train_seconds"]
     for values, _ in ran.groupby(keys, sort=False, dropna=False):

@@ -76,7 +76,8 @@ class SupervisedTrainer:
         step = fastest_meta_gradient(
             net.loss, adaptation.step_sizes, adapt=adaptation.adapt, first_order=adaptation.first_order,
             vectorize=cfg["vectorize"], compile=cfg["compile"],
-            on_choice=lambda mode, ms: ctx.record("vectorize", {"chosen": mode, "ms_per_meta_iteration": ms}),
+            on_choice=lambda mode, ms: ctx.record("vectorize", {"chosen": mode, "ms_per_meta_iteration": ms,
+                                                                "remembered": not ms}),
         )
 
         def gradient(params: Params, it: int) -> tuple[Tensor, Params]:

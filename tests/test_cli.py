@@ -124,38 +124,82 @@ def test_tasks_lists_the_worst_test_tasks_with_their_parameters(tmp_path, capsys
                  "--out", str(tmp_path)]) == 2
 
 
-BAD = [
-    (["run", "--suite", "sinusoid", "--learners", "mam"], "unknown learner 'mam'"),
-    (["run", "--suite", "sinus", "--learners", "maml"], "unknown suite 'sinus'"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "huge"], "unknown profile 'huge'"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "meta_iter=5"], "unknown key"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "meta_iterations"], "not KEY=VALUE"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "meta_iterations=ten"], "takes int"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "first_order=maybe"], "takes bool"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "eval_shots=5,x"], "comma-separated list"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "meta_batch=0"], "must be positive"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--set", "vectorize=fast"], "vectorize"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--seeds", "0,a"], "--seeds"),
-    (["run", "--suite", "sinusoid", "--learners", ","], "--learners is empty"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--device", "tpu"], "unknown device"),
-    (["run", "--learners", "maml"], "--suite"),
-    (["run", "--suite", "omniglot", "--learners", "oracle"], "does not apply to suite omniglot"),
-    (["run", "--suite", "omniglot", "--learners", "maml", "--setting", "7way-1shot"], "unknown setting '7way-1shot'"),
-    (["run", "--suite", "sinusoid", "--learners", "maml", "--setting", "5way-1shot"], "has no settings"),
-    (["run", "--suite", "omniglot", "--learners", "maml", "--set", "model=resnet"], "model='resnet'"),
-    (["report", "--tables", "table99"], "no results store"),
-    (["report", "--profile", "huge"], "unknown profile 'huge'"),
-    (["fly"], "invalid choice"),
+def truncated_reference(tmp):
+    """A regression reference cut off in the middle of a line."""
+    (tmp / "ref").mkdir()
+    (tmp / "ref" / "sinusoid-smoke.csv").write_text("learner,metric,shots,step,task,value\nmaml,mse,5,1,0,0.4")
+
+
+def corrupt_archives(tmp):
+    """Omniglot's two archives, neither of them a zip."""
+    (tmp / "raw" / "omniglot" / "omniglot-py").mkdir(parents=True)
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        (tmp / "raw" / "omniglot" / "omniglot-py" / name).write_bytes(b"PK\x03\x04 not really a zip" * 50)
+
+
+def a_file(tmp):
+    (tmp / "file").write_text("")
+
+
+RUN = ["run", "--suite", "sinusoid", "--learners", "maml"]
+BAD = [  # (argv with {tmp} for the test's folder, files made first, what the one-line error must say)
+    (["run", "--suite", "sinusoid", "--learners", "mam"], None, "unknown learner 'mam'"),
+    (["run", "--suite", "sinus", "--learners", "maml"], None, "unknown suite 'sinus'"),
+    ([*RUN, "--profile", "huge"], None, "unknown profile 'huge'"),
+    ([*RUN, "--set", "meta_iter=5"], None, "unknown key"),
+    ([*RUN, "--set", "meta_iterations"], None, "not KEY=VALUE"),
+    ([*RUN, "--set", "meta_iterations=ten"], None, "takes int"),
+    ([*RUN, "--set", "first_order=maybe"], None, "takes bool"),
+    ([*RUN, "--set", "eval_shots=5,x"], None, "comma-separated list"),
+    ([*RUN, "--set", "meta_batch=0"], None, "must be positive"),
+    ([*RUN, "--set", "inner_steps=-2"], None, "must be positive"),
+    ([*RUN, "--set", "vectorize=fast"], None, "vectorize"),
+    ([*RUN, "--seeds", "0,a"], None, "--seeds"),
+    ([*RUN, "--seeds", "-1"], None, "non-negative"),
+    ([*RUN, "--seeds", "1,1"], None, "distinct"),
+    (["run", "--suite", "sinusoid", "--learners", ","], None, "--learners is empty"),
+    (["run", "--suite", "sinusoid", "--learners", "maml,maml"], None, "names maml more than once"),
+    ([*RUN, "--device", "tpu"], None, "unknown device"),
+    (["run", "--learners", "maml"], None, "--suite"),
+    ([*RUN, "--jobs", "0"], None, "--jobs 0"),
+    ([*RUN, "--jobs", "two"], None, "invalid int value"),
+    ([*RUN, "--executor", "threads"], None, "unknown executor 'threads'"),
+    ([*RUN, "--address", "10.0.0.1:6379"], None, "--address names a Ray cluster"),
+    (["run", "--suite", "omniglot", "--learners", "oracle"], None, "does not apply to suite omniglot"),
+    (["run", "--suite", "omniglot", "--learners", "maml", "--setting", "7way-1shot"], None,
+     "unknown setting '7way-1shot'"),
+    ([*RUN, "--setting", "5way-1shot"], None, "has no settings"),
+    (["run", "--suite", "omniglot", "--learners", "maml", "--set", "model=resnet"], None, "model='resnet'"),
+    ([*RUN, "--profile", "smoke", "--out", "{tmp}/file"], a_file, "is a file, not a directory"),
+    ([*RUN, "--profile", "smoke", "--out", "{tmp}/file/runs"], a_file, "cannot be created"),
+    (["report", "--tables", "table99"], None, "no results store"),
+    (["report", "--profile", "huge"], None, "unknown profile 'huge'"),
+    (["status", "--out", "{tmp}/nowhere"], None, "no results store"),
+    (["check", "--suite", "sinusoid", "--profile", "smoke", "--reference", "{tmp}/ref"], truncated_reference,
+     "does not end with a newline: truncated?"),
+    (["data", "prepare", "omniglot", "--data-dir", "{tmp}/missing", "--cache", "{tmp}/cache"], None,
+     "does not exist"),
+    (["data", "prepare", "omniglot", "--data-dir", "{tmp}/raw", "--cache", "{tmp}/cache"], corrupt_archives,
+     "not a readable zip archive"),
+    (["data", "prepare", "mnist"], None, "unknown dataset 'mnist'"),
+    (["fly"], None, "invalid choice"),
 ]
 
 
-@pytest.mark.parametrize("argv,message", BAD, ids=[m for _, m in BAD])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
+def tree(root):
+    return sorted((str(p.relative_to(root)), p.is_file() and p.read_bytes()) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("argv,setup,message", BAD, ids=[m for _, _, m in BAD])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, setup, message):
     monkeypatch.chdir(tmp_path)
-    assert main(argv) == 2
+    if setup:
+        setup(tmp_path)
+    before = tree(tmp_path)
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
-    assert list(tmp_path.iterdir()) == []
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert tree(tmp_path) == before
 
 
 def test_corrupt_results_store_is_a_usage_error(tmp_path, capsys):

@@ -131,7 +131,8 @@ def test_compiled_meta_gradient_equals_eager():
     assert max_error(eager, compiled) < 1e-4
 
 
-def test_auto_times_both_strategies_once_and_keeps_the_faster(problem):
+def test_auto_times_both_strategies_once_and_keeps_the_faster(problem, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     loss_fn, params, data = problem
     choices = []
     step = fastest_meta_gradient(loss_fn, [0.01], on_choice=lambda mode, ms: choices.append((mode, ms)))
@@ -142,3 +143,17 @@ def test_auto_times_both_strategies_once_and_keeps_the_faster(problem):
     assert set(ms) == {"vmap", "loop"} and mode == min(ms, key=ms.get)
     expected = meta_gradient(loss_fn, [0.01], vectorize=mode)(params, *data)[1]
     assert max_error(grads, expected) == 0
+
+
+def test_auto_remembers_its_choice_for_every_later_process_on_the_machine(problem, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    loss_fn, params, data = problem
+    first, later = [], []
+    fastest_meta_gradient(loss_fn, [0.01], on_choice=lambda mode, ms: first.append((mode, ms)))(params, *data)
+    remembered = {"vmap": "loop", "loop": "vmap"}[first[0][0]]  # as if an earlier process had timed the other
+    decisions = tmp_path / "decisions.json"
+    decisions.write_text(decisions.read_text().replace(f'"{first[0][0]}"', f'"{remembered}"'))
+    fastest_meta_gradient(loss_fn, [0.01], on_choice=lambda mode, ms: later.append((mode, ms)))(params, *data)
+    assert later == [(remembered, {})]  # not timed again
+    fastest_meta_gradient(loss_fn, [0.01, 0.01], on_choice=lambda mode, ms: later.append((mode, ms)))(params, *data)
+    assert set(later[1][1]) == {"vmap", "loop"}  # other settings: timed

@@ -1,0 +1,174 @@
+"""Where the units of a sweep run: in this process (the default), in a local process pool, or on Ray.
+
+A unit is one `RunSpec` (suite, learner, setting, seed, ...). Whatever runs it, `run_unit` does the work: it plans
+the spec against the installed plugins, opens its own connection to the results store and calls
+`runner.execute`, which skips a finished run, resumes an interrupted one from its checkpoint and writes the scores
+together with the `done` status in one transaction - so a unit's results reach the store exactly once, even when an
+executor runs it again after a crash. Workers of the pool and of Ray therefore need the output directory on a
+filesystem they share with the command (always so on one machine; on a cluster, a shared mount).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import runner
+from harness.errors import UsageError
+from harness.plugins import registry
+from harness.protocols import Progress
+from harness.runner import RunSpec
+from harness.store import Store
+
+EXECUTORS = ("inprocess", "pool", "ray")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one unit: "done", "skipped" (already done) or "failed" (with the error)."""
+
+    run_id: str
+    status: str
+    error: str | None = None
+
+
+def run_unit(prepared: runner.PreparedRun, out: Path, command: str, progress: Progress, rerun: bool) -> Outcome:
+    """Execute one prepared unit in its own store connection; an exception is a failed `Outcome` (the store has the
+    run as failed), a KeyboardInterrupt propagates (the run stays resumable)."""
+    store = Store(out)
+    try:
+        return Outcome(prepared.run_id, runner.execute(prepared, store, out, command, progress, rerun))
+    except Exception as exc:
+        return Outcome(prepared.run_id, "failed", f"{type(exc).__name__}: {exc}")
+    finally:
+        store.close()
+
+
+def run_spec(spec: RunSpec, out: Path, command: str, rerun: bool) -> Outcome:
+    """`run_unit` in a worker process: plans `spec` against the plugins installed there, no progress bars."""
+    return run_unit(runner.prepare(spec, registry()), out, command, runner.tqdm_progress(False), rerun)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The units of one command and where their results go."""
+
+    units: Sequence[runner.PreparedRun]
+    out: Path
+    command: str
+    rerun: bool = False
+
+
+Report = Callable[[Outcome], None]
+"""Called in the command's process once per unit, as each finishes."""
+
+
+def in_process(sweep: Sweep, progress: Progress, report: Report) -> None:
+    """Each unit in turn in this process, with its progress bars."""
+    for prepared in sweep.units:
+        report(run_unit(prepared, sweep.out, sweep.command, progress, sweep.rerun))
+
+
+def process_pool(sweep: Sweep, jobs: int, progress: Progress, report: Report) -> None:
+    """Up to `jobs` units at once, each in a fresh process (spawned: no state inherited from this one)."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool, \
+            _sweep_bar(progress, len(sweep.units)) as tick:
+        futures = [pool.submit(run_spec, u.spec, sweep.out, sweep.command, sweep.rerun) for u in sweep.units]
+        for future in concurrent.futures.as_completed(futures):
+            report(future.result())
+            tick()
+
+
+def ray_cluster(sweep: Sweep, address: str | None, progress: Progress, report: Report) -> None:
+    """Every unit as a Ray task asking for the unit's CPU threads (and one GPU on `cuda`), on the cluster at
+    `address`, or on a local Ray instance started (and stopped) here when None. A task whose worker dies is
+    retried once; `run_unit` makes the retry resume rather than repeat."""
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise UsageError(f"cannot reach a Ray cluster at {address or 'a new local instance'} ({exc}); "
+                             "check --address (host:port of the head node) or leave it out") from None
+    try:
+        remote = ray.remote(max_retries=1)(run_spec)
+        pending = {
+            remote.options(num_cpus=u.config["threads"], num_gpus=1 if u.spec.device.startswith("cuda") else 0)
+            .remote(u.spec, sweep.out, sweep.command, sweep.rerun): u for u in sweep.units}
+        with _sweep_bar(progress, len(pending)) as tick:
+            while pending:
+                finished, _ = ray.wait(list(pending), num_returns=1)
+                for ref in finished:
+                    prepared = pending.pop(ref)
+                    try:
+                        report(ray.get(ref))
+                    except ray.exceptions.RayError as exc:
+                        report(Outcome(prepared.run_id, "failed", f"{type(exc).__name__}: {exc}"))
+                    tick()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError('--executor ray needs Ray: pip install ".[ray]" (or pip install ray)') from None
+    return ray
+
+
+@contextlib.contextmanager
+def _sweep_bar(progress: Progress, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar over a sweep's units, for the executors whose units run elsewhere; yields its tick."""
+    bar = progress(total, "sweep")
+    try:
+        yield lambda: bar.update(1)
+    finally:
+        bar.close()
+
+
+def execute(sweep: Sweep, executor: str, jobs: int, address: str | None, progress: Progress) -> list[Outcome]:
+    """Run every unit of `sweep` on `executor`, reporting each one on stderr as it finishes; returns the outcomes
+    in the order they finished."""
+    outcomes: list[Outcome] = []
+
+    def report(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        said = f"failed: {outcome.error}" if outcome.status == "failed" else outcome.status
+        print(f"{outcome.run_id}: {said}", file=sys.stderr, flush=True)
+
+    if executor == "inprocess":
+        in_process(sweep, progress, report)
+    elif executor == "pool":
+        process_pool(sweep, jobs, progress, report)
+    else:
+        ray_cluster(sweep, address, progress, report)
+    return outcomes
+
+
+def choose(executor: str | None, jobs: int | None, address: str | None) -> tuple[str, int]:
+    """The executor and pool size the flags ask for: `--jobs N` (N > 1) alone means a process pool; every
+    inconsistent combination is a UsageError."""
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: give a positive number of processes, e.g. --jobs {os.cpu_count() or 2}")
+    if executor is None:
+        executor = "pool" if jobs is not None and jobs > 1 else "inprocess"
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        raise UsageError("--address names a Ray cluster; add --executor ray or leave out --address")
+    if jobs is not None and executor == "ray":
+        raise UsageError("--jobs sizes the process pool; Ray schedules units by the CPUs each asks for "
+                         "(--set threads=N): leave out --jobs")
+    if jobs is not None and jobs > 1 and executor == "inprocess":
+        raise UsageError(f"--jobs {jobs} needs --executor pool (in-process runs one unit at a time)")
+    return executor, jobs or 1

@@ -1,0 +1,108 @@
+"""Executors: the same sweep in-process, in a process pool and on a local Ray cluster gives bit-identical scores,
+each unit's results reach the store exactly once, and `status` shows every unit's state."""
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from harness import executors
+from harness.cli import main
+from harness.errors import UsageError
+from harness.store import Store
+
+SWEEP = ["run", "--suite", "sinusoid", "--learners", "maml,fomaml", "--profile", "smoke", "--seeds", "0,1", "--quiet"]
+
+
+def scores(out):
+    db = sqlite3.connect(out / "results.sqlite")
+    return db.execute("SELECT run_id, task, shots, step, metric, value FROM scores ORDER BY 1, 2, 3, 4, 5").fetchall()
+
+
+def run_states(out):
+    db = sqlite3.connect(out / "results.sqlite")
+    return dict(db.execute("SELECT run_id, status FROM runs").fetchall())
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inprocess")
+    assert main([*SWEEP, "--out", str(out)]) == 0
+    return scores(out)
+
+
+def check_same_as_in_process(out, in_process):
+    assert len(run_states(out)) == 4 and set(run_states(out).values()) == {"done"}
+    assert scores(out) == in_process  # bit-identical floats, and no cell twice (the primary key forbids it anyway)
+    assert len(in_process) == 4 * 20 * 3 * 3  # runs x tasks x shots x steps: each unit's scores exactly once
+
+
+def test_process_pool_gives_bit_identical_scores(tmp_path, in_process):
+    assert main([*SWEEP, "--jobs", "2", "--out", str(tmp_path)]) == 0
+    check_same_as_in_process(tmp_path, in_process)
+
+
+def test_ray_cluster_gives_bit_identical_scores(tmp_path, in_process, capsys):
+    pytest.importorskip("ray", reason='Ray is installed by pip install -e ".[test]"; CI runs this test')
+    assert main([*SWEEP, "--executor", "ray", "--out", str(tmp_path)]) == 0
+    check_same_as_in_process(tmp_path, in_process)
+    assert capsys.readouterr().err.count(": done") == 4
+    assert main([*SWEEP, "--executor", "ray", "--out", str(tmp_path)]) == 0  # a rerun skips every unit
+    assert capsys.readouterr().err.count(": skipped") == 4
+    check_same_as_in_process(tmp_path, in_process)
+
+
+@pytest.mark.parametrize("executor,jobs,address,message", [
+    (None, 0, None, "--jobs 0"),
+    ("threads", None, None, "unknown executor 'threads'"),
+    ("pool", None, "10.0.0.1:6379", "--address names a Ray cluster"),
+    ("ray", 4, None, "--jobs sizes the process pool"),
+    ("inprocess", 3, None, "needs --executor pool"),
+])
+def test_inconsistent_executor_flags_are_usage_errors(executor, jobs, address, message):
+    with pytest.raises(UsageError, match=message):
+        executors.choose(executor, jobs, address)
+
+
+def test_jobs_alone_means_a_process_pool():
+    assert executors.choose(None, 3, None) == ("pool", 3)
+    assert executors.choose(None, None, None) == ("inprocess", 1)
+
+
+def test_status_shows_done_failed_interrupted_and_pending_units(tmp_path, capsys):
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml,fomaml,context,pretrain", "--profile", "smoke",
+                 "--out", str(tmp_path), "--quiet", "--set", "inner_lr=1e30"]) == 1  # maml and fomaml diverge
+    capsys.readouterr()
+    store = Store(tmp_path)
+    units = store.sweeps()
+    sweep_id = units.sweep_id.iloc[-1]
+    context, pretrain = units[units.sweep_id == sweep_id].run_id.iloc[2:4]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.db.execute("UPDATE runs SET status = 'running', pid = ? WHERE run_id = ?", (int(dead.stdout), context))
+    store.db.execute("DELETE FROM scores WHERE run_id = ?", (pretrain,))
+    store.db.execute("DELETE FROM details WHERE run_id = ?", (pretrain,))
+    store.db.execute("DELETE FROM runs WHERE run_id = ?", (pretrain,))
+    store.db.commit()
+    store.close()
+    assert main(["status", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0 done, 0 running, 1 interrupted, 2 failed, 1 pending" in out
+    assert "training loss became" in out and "resumes from its last checkpoint" in out
+    assert "--learners maml,fomaml,context,pretrain" in out
+    assert main(["status", "--out", str(tmp_path), "--all"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("sweep ") == 2 and "1 done, 0 running" in out
+
+
+def test_status_of_this_process_is_running(tmp_path, capsys):
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    db.execute("UPDATE runs SET status = 'running', pid = ?", (os.getpid(),))
+    db.commit()
+    capsys.readouterr()
+    assert main(["status", "--out", str(tmp_path)]) == 0
+    assert "0 done, 1 running" in capsys.readouterr().out
