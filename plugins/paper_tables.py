@@ -38,6 +38,33 @@ def conv(learner: str) -> Select:
 
 
 RELEASED_ALPHA = "MAML, alpha 0.5 (as released)"
+LOCOMOTION = {"cheetah-velocity": "goal velocity", "cheetah-direction": "forward/backward",
+              "ant-velocity": "goal velocity", "ant-direction": "forward/backward"}
+"""The locomotion suites and the paper's name of their setting."""
+
+
+def locomotion_tables() -> list[TableSpec]:
+    """Table 5 (cheetah forward/backward, context vector vs MAML) and, per locomotion suite, every learner beside
+    the authors' released curves. Cells: the test's paths per step (20, ant-direction 40), any meta-training."""
+    tables = [TableSpec(
+        name="table5",
+        title="Table 5: half cheetah forward/backward, mean return over 40 test tasks after 0-3 policy-gradient steps, "
+              "context vector vs MAML (alpha 0.1, alpha / 2 after the first step)",
+        suite="cheetah-direction", metric="return", settings={"forward/backward": Select(shots=20)}, columns=RL_STEPS,
+        rows={"context vector": "context", "MAML": "maml"}, paper=paper_cells(REFERENCE, 5, "cheetah-direction"),
+        lower_is_better=False, paired_with="MAML", extra_rows=False,
+    )]
+    for suite, setting in LOCOMOTION.items():
+        paths = 40 if suite == "ant-direction" else 20
+        tables.append(TableSpec(
+            name=f"table5-extended-{suite}",
+            title=f"{suite}, every learner: mean return over 40 test tasks after 0-3 policy-gradient steps of {paths} "
+                  "paths (alpha 0.1, alpha / 2 after the first step), beside the authors' released results "
+                  "(cbfinn/maml_rl; MAML, pretrain, random init, oracle)",
+            suite=suite, metric="return", settings={setting: Select(shots=paths)}, columns=RL_STEPS,
+            rows=dict(RL_ROWS), paper=released_cells(suite, setting), lower_is_better=False, paired_with="MAML",
+        ))
+    return tables
 
 
 @hookimpl
@@ -94,4 +121,5 @@ def harness_tables() -> list[TableSpec]:
             paper=[*released, *(replace(c, row=RELEASED_ALPHA) for c in released if c.row == "MAML")],
             lower_is_better=False, paired_with="MAML",
         ),
+        *locomotion_tables(),
     ]

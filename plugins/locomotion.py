@@ -1,0 +1,131 @@
+"""MuJoCo locomotion (paper section 5.3, Table 5, Figure 5): a half cheetah or an ant must run at a goal velocity
+or in a goal direction, one task per goal; four suites, `cheetah-velocity`, `cheetah-direction`, `ant-velocity`,
+`ant-direction`, on gymnasium's v5 models with the released code's time steps and rewards
+(`plugins.rl.locomotion.tasks`). Policy: Gaussian MLP 100-100 (ReLU), state-independent log-std; inner step
+REINFORCE with the linear feature baseline; meta-optimiser TRPO (`plugins.rl.trainer`); evaluation on 40 frozen
+tasks, up to 3 steps of 20 rollouts (40 for ant-direction) of H = 200 (`plugins.rl.evaluation`).
+
+The paper profile: 500 meta-iterations of 40 tasks x 20 rollouts (ant-direction 40), `inner_lr` 0.1 and 0.05 after
+the first step at evaluation. `sampler_threads` sets the simulation threads (0: every core of the machine).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from harness import hookimpl
+from harness.protocols import Forward, Params
+from plugins.rl.evaluation import RolloutEvaluator
+from plugins.rl.locomotion.sampler import LocomotionBatch
+from plugins.rl.locomotion.simulators import Simulator, make_simulator
+from plugins.rl.locomotion.tasks import family_of, sample_tasks
+from plugins.rl.policy_gradient import GaussianMLPPolicy, Paths, reinforce_loss, rollout
+from plugins.rl.trainer import TRPOTrainer
+
+PAPER: Mapping[str, Any] = {
+    "meta_iterations": 500, "meta_batch": 40, "trajectories": 20, "inner_lr": 0.1, "later_inner_lr": 0.05,
+    "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 0.25,
+    "backtrack_ratio": 0.8, "max_backtracks": 15, "eval_tasks": 40, "eval_trajectories": 20, "eval_steps": 3,
+    "threads": 2, "sampler_threads": 0, "checkpoint_every": 5,
+}
+SMOKE: Mapping[str, Any] = {
+    "meta_iterations": 1, "meta_batch": 2, "trajectories": 2, "eval_tasks": 2, "eval_trajectories": 2,
+    "eval_steps": 1, "cg_iters": 2, "threads": 1, "sampler_threads": 1,
+}
+QUICK: Mapping[str, Any] = {"meta_iterations": 30, "meta_batch": 20, "trajectories": 10, "eval_tasks": 20}
+
+
+class LocomotionSuite:
+    """A locomotion task family as a suite; subclasses name the family."""
+
+    family: ClassVar[str]
+    name: ClassVar[str]
+    feature_names: ClassVar[tuple[str, ...]]  # the task parameter: the oracle's extra input
+    kind = "rl"
+    problem = "control"
+    metric = "return"
+    lower_is_better = False
+    profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "smoke": {**PAPER, **SMOKE}, "quick": {**PAPER, **QUICK}, "paper": PAPER}
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        self.robot = family_of(self.family).robot
+        self._simulators: dict[int, Simulator] = {}
+
+    @property
+    def pooled_classes(self) -> int:
+        return 0
+
+    def make_model(self, extra_inputs: int = 0, outputs: int | None = None) -> nn.Module:
+        return GaussianMLPPolicy(self.robot.observation_size + extra_inputs, self.robot.action_size)
+
+    def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
+        return torch.cat([x, extra.expand(*x.shape[:-1], extra.shape[-1])], dim=-1)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return reinforce_loss(outputs, targets)
+
+    def sample_tasks(self, n: int, generator: torch.Generator) -> Tensor:
+        return sample_tasks(self.family, n, generator)
+
+    def rollout(self, policy: Forward, params: Params, tasks: Tensor, trajectories: int,
+                generator: torch.Generator) -> Paths:
+        """Rollouts of every task's policy, all simulated together; the initial states are drawn from `generator`
+        (the simulations are kept from one call to the next)."""
+        return rollout(lambda t: LocomotionBatch(self.family, t, generator, self._simulator(len(t))),
+                       policy, params, tasks, trajectories, generator)
+
+    def _simulator(self, size: int) -> Simulator:
+        if size not in self._simulators:
+            self._simulators[size] = make_simulator(self.robot, size, self.config["sampler_threads"])
+        return self._simulators[size]
+
+    def trainer(self, config: Mapping[str, Any]) -> TRPOTrainer:
+        return TRPOTrainer(self, config)
+
+    def evaluator(self, device: torch.device) -> RolloutEvaluator:
+        return RolloutEvaluator.from_config(self.config, device)
+
+
+class CheetahVelocity(LocomotionSuite):
+    """Half cheetah running at a goal velocity U[0, 2] (reward -|v - g| - 0.05 |a|^2), 200 steps of 0.01 s."""
+
+    family = name = "cheetah-velocity"
+    feature_names = ("goal_velocity",)
+
+
+class CheetahDirection(LocomotionSuite):
+    """Half cheetah running forward or backward (reward d v - 0.05 |a|^2), 200 steps of 0.01 s."""
+
+    family = name = "cheetah-direction"
+    feature_names = ("direction",)
+
+
+class AntVelocity(LocomotionSuite):
+    """Ant running at a goal velocity U[0, 3] (reward -|v - g| + 1.05 - control, contact costs), 200 steps of 0.02 s.
+
+    An episode ends when the torso leaves z in [0.2, 1]."""
+
+    family = name = "ant-velocity"
+    feature_names = ("goal_velocity",)
+
+
+class AntDirection(LocomotionSuite):
+    """Ant running forward or backward (reward d v + 0.05 - control and contact costs), 40 rollouts per step."""
+
+    family = name = "ant-direction"
+    feature_names = ("direction",)
+    profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "smoke": {**PAPER, **SMOKE},
+        "quick": {**PAPER, **QUICK, "trajectories": 20},
+        "paper": {**PAPER, "trajectories": 40, "eval_trajectories": 40},
+    }
+
+
+@hookimpl
+def harness_suites() -> list[type]:
+    return [CheetahVelocity, CheetahDirection, AntVelocity, AntDirection]

@@ -1,0 +1,144 @@
+"""E MuJoCo simulations of one model stepped together, two ways (chosen per robot by `make_simulator`):
+
+- `BatchSimulator`: `mujoco.batch.Batch` (MuJoCo 4.0) steps them in C on a thread pool; the fastest, bit-identical to
+  one MjData per simulation, but it computes no contact forces (cfrc_ext needs mj_rnePostConstraint after the step).
+- `LoopSimulator`: one MjData each, stepped by a Python loop on a thread pool (mj_step releases the GIL) and followed
+  by mj_rnePostConstraint as gymnasium does, so cfrc_ext and the torso's xpos are gymnasium Ant-v5's. A sensor that
+  needs cfrc_ext would make Batch compute it, but inside mj_step, before the RK4 stages: not the values gymnasium
+  reports (those come from the last stage).
+
+Both report simulation failures instead of keeping them: MuJoCo resets a simulation whose qpos, qvel or qacc go bad
+(NaN, inf, huge) and counts a warning; `step` returns which simulations raised a warning or a MuJoCo error.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import mujoco
+import mujoco.batch
+import numpy as np
+
+from plugins.rl.locomotion.tasks import Robot, load_model
+
+TORSO = 1  # gymnasium v5's main body of both robots
+
+
+class Simulator(Protocol):
+    """E simulations; qpos [E, nq] and qvel [E, nv] (float64) are the current state of each."""
+
+    size: int
+    qpos: np.ndarray
+    qvel: np.ndarray
+
+    def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Reset every simulation to MuJoCo's defaults with this state (then mj_forward), clearing warnings."""
+        ...
+
+    def step(self, ctrl: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Step simulations `ids` by the robot's frame skip with ctrl[ids] (ctrl [E, act]) -> failed [len(ids)] bool:
+        those that raised a MuJoCo warning or error since their reset (their state is then meaningless)."""
+        ...
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class BatchSimulator:
+    """E simulations on `mujoco.batch.Batch` with `threads` threads (0: all CPUs); qpos and qvel are live views."""
+
+    def __init__(self, robot: Robot, size: int, threads: int = 0) -> None:
+        self.size, self.frame_skip = size, robot.frame_skip
+        self.batch = mujoco.batch.Batch(load_model(robot), size, nthread=threads or cpu_count())
+        self.qpos, self.qvel, self._ctrl = (self.batch.bind(name) for name in ("qpos", "qvel", "ctrl"))
+        self._errors = np.zeros(size, dtype=bool)
+
+    def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        self.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self.qpos[:], self.qvel[:] = qpos, qvel
+        self._errors[:] = False
+        self._call(self.batch.forward)
+
+    def step(self, ctrl: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        self._ctrl[ids] = ctrl[ids]
+        self._call(self.batch.step, None if len(ids) == self.size else ids, nstep=self.frame_skip)
+        return self._errors[ids] | (self.batch.warning[ids, :, 1].sum(axis=1) > 0)
+
+    def _call(self, method, *args, **kwargs) -> None:
+        """Run a Batch call; the simulations MuJoCo raised in keep their state and are marked failed."""
+        try:
+            method(*args, **kwargs)
+        except mujoco.batch.SimulationError as error:
+            self._errors[error.ids] = True
+
+
+class LoopSimulator:
+    """E MjData stepped by mj_step then mj_rnePostConstraint (as gymnasium's MujocoEnv) on `threads` threads (0: all
+    CPUs). Besides qpos and qvel: torso_x [E] (the torso's xpos x) and `contact_forces`."""
+
+    def __init__(self, robot: Robot, size: int, threads: int = 0) -> None:
+        self.model = load_model(robot)
+        self.size, self.frame_skip = size, robot.frame_skip
+        self.datas = [mujoco.MjData(self.model) for _ in range(size)]
+        self.qpos = np.zeros((size, self.model.nq))
+        self.qvel = np.zeros((size, self.model.nv))
+        self.torso_x = np.zeros(size)
+        self._cfrc_ext = np.zeros((size, self.model.nbody - 1, 6))
+        self._failed = np.zeros(size, dtype=bool)
+        self.threads = threads or cpu_count()
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    @property
+    def contact_forces(self) -> np.ndarray:
+        """[E, 6 (nbody - 1)] clip(cfrc_ext[1:], -1, 1), flattened as in gymnasium Ant-v5's observation."""
+        return np.clip(self._cfrc_ext, -1.0, 1.0).reshape(self.size, -1)
+
+    def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """As gymnasium's reset: mj_resetData, the state, mj_forward (cfrc_ext stays zero until the first step)."""
+        self._failed[:] = False
+        for i, data in enumerate(self.datas):
+            mujoco.mj_resetData(self.model, data)
+            data.qpos[:], data.qvel[:] = qpos[i], qvel[i]
+            try:
+                mujoco.mj_forward(self.model, data)
+            except mujoco.FatalError:
+                self._failed[i] = True
+            self._record(i)
+
+    def step(self, ctrl: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        chunks = np.array_split(ids, min(self.threads, max(len(ids), 1)))
+        if self._pool is None or len(chunks) == 1:
+            self._step_all(ctrl, ids)
+        else:
+            list(self._pool.map(lambda chunk: self._step_all(ctrl, chunk), chunks))
+        return self._failed[ids].copy()
+
+    def _step_all(self, ctrl: np.ndarray, ids: np.ndarray) -> None:
+        for i in ids:
+            data = self.datas[i]
+            data.ctrl[:] = ctrl[i]
+            try:
+                mujoco.mj_step(self.model, data, self.frame_skip)
+                mujoco.mj_rnePostConstraint(self.model, data)
+            except mujoco.FatalError:
+                self._failed[i] = True
+            self._record(i)
+
+    def _record(self, i: int) -> None:
+        """Copy simulation i's state, torso x and contact forces out; mark it failed on a MuJoCo warning."""
+        data = self.datas[i]
+        self.qpos[i], self.qvel[i] = data.qpos, data.qvel
+        self.torso_x[i] = data.xpos[TORSO, 0]
+        self._cfrc_ext[i] = data.cfrc_ext[1:]
+        self._failed[i] |= data.warning.number.any()
+
+
+def make_simulator(robot: Robot, size: int, threads: int = 0) -> Simulator:
+    """The fastest simulator that gives what `robot`'s observation and reward need (`BatchSimulator` unless contact
+    forces or the torso's xpos are needed)."""
+    if robot.contact_cost_weight > 0 or robot.torso_velocity:
+        return LoopSimulator(robot, size, threads)
+    return BatchSimulator(robot, size, threads)
