@@ -4,6 +4,7 @@ import sqlite3
 
 import pytest
 
+from harness import runner
 from harness.cli import main
 from harness.plugins import registry
 from plugins.locomotion import AntDirection, CheetahDirection, LocomotionSuite
@@ -17,6 +18,13 @@ def test_the_four_suites_and_the_six_learners_of_the_paper():
     assert sorted(name for name, p in REG.suites.items() if issubclass(p.obj, LocomotionSuite)) == SUITES
     for suite in SUITES:
         assert sorted(n for n, p in REG.learners.items() if p.obj.applies_to(REG.suites[suite].obj)) == LEARNERS
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_profile_is_a_valid_config(suite, profile):
+    for learner in LEARNERS:
+        runner.prepare(runner.RunSpec(suite, learner, profile), REG)  # raises UsageError on a bad value
 
 
 def test_paper_profiles_follow_the_released_settings():
