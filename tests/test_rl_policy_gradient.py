@@ -305,3 +305,15 @@ def test_rollout_gives_the_env_scaled_actions_and_keeps_the_sampled_ones():
     for scale, p in paths.items():  # PointEnv moves by 0.1 * clip(its action, -1, 1)
         moved = p.observations[..., 1:, 0] - p.observations[..., :-1, 0]
         torch.testing.assert_close(moved, 0.1 * (scale * p.actions[..., :-1, 0]).clamp(-1, 1))
+
+
+def test_ridge_solve_marks_a_singular_task_failed_and_solves_the_others():
+    from plugins.rl.policy_gradient import _ridge_solve
+
+    good = torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+    gram = torch.stack([good, torch.zeros(2, 2, dtype=torch.float64)])  # the second is singular without a ridge
+    rhs = torch.ones(2, 2, 1, dtype=torch.float64)
+    coeffs, failed = _ridge_solve(gram, rhs, torch.zeros(2, dtype=torch.float64))
+    assert failed.tolist() == [False, True]
+    assert torch.allclose(coeffs[0, :, 0], torch.tensor([0.5, 0.25], dtype=torch.float64))
+    assert torch.equal(coeffs[1], torch.zeros(2, 1, dtype=torch.float64))

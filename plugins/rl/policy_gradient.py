@@ -189,24 +189,45 @@ def _features(paths: Paths) -> Tensor:
 def fit_baseline(paths: Paths, returns: Tensor, reg_coeff: float = 1e-5) -> Tensor:
     """rllab's linear feature baseline, fitted on each task's own paths [T, N, H, ...] and evaluated on them.
 
-    Ridge least squares of `returns` [T, N, H] on the features of the valid steps only; a task whose solve fails
-    or is not finite retries with 10x the ridge coefficient (5 tries in all). All tasks are solved at once.
-    Returns the values [T, N, H], zero on padded steps.
+    Ridge least squares of `returns` [T, N, H] on the features of the valid steps only, in float64 as rllab's numpy
+    (in float32 the Gram matrix of the ant's 214 features, many of them always zero, can factor with an exact zero
+    pivot); a task whose solve fails or is not finite retries with 10x the ridge coefficient (5 tries in all). All
+    tasks are solved at once. Returns the values [T, N, H] in the returns' dtype, zero on padded steps.
     """
-    features = _features(paths)
+    features = _features(paths).double()
     x = features.flatten(-3, -2)  # [T, N*H, F]
-    y = torch.where(paths.mask > 0, returns, 0).flatten(-2)[..., None]  # [T, N*H, 1]
+    y = torch.where(paths.mask > 0, returns, 0).double().flatten(-2)[..., None]  # [T, N*H, 1]
     gram, rhs = x.mT @ x, x.mT @ y
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     reg = torch.full(gram.shape[:-2], reg_coeff, dtype=gram.dtype, device=gram.device)
     for _ in range(5):
-        coeffs, info = torch.linalg.solve_ex(gram + reg[..., None, None] * eye, rhs)
-        failed = (info != 0) | ~coeffs.isfinite().all(-1).all(-1)
+        coeffs, failed = _ridge_solve(gram, rhs, reg)
         if not failed.any():
             break
         reg = torch.where(failed, reg * 10, reg)
-    values = (features @ coeffs.unsqueeze(-3)).squeeze(-1)
+    values = (features @ coeffs.unsqueeze(-3)).squeeze(-1).to(returns.dtype)
     return torch.where(paths.mask > 0, values, 0)
+
+
+def _ridge_solve(gram: Tensor, rhs: Tensor, reg: Tensor) -> tuple[Tensor, Tensor]:
+    """Solutions [T, F, 1] of (gram + reg I) c = rhs per task, and which failed [T] (singular or not finite; their
+    solution is zero). A batch that torch refuses as a whole is solved task by task."""
+    matrices = gram + reg[..., None, None] * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    try:
+        coeffs, info = torch.linalg.solve_ex(matrices, rhs)
+        failed = info != 0
+    except RuntimeError:  # some versions raise for a batch holding an exactly singular matrix
+        solved = [_solve_one(m, r) for m, r in zip(matrices, rhs)]
+        coeffs = torch.stack([c for c, _ in solved])
+        failed = torch.tensor([f for _, f in solved], device=gram.device)
+    failed = failed | ~coeffs.isfinite().all(-1).all(-1)
+    return torch.where(failed[..., None, None], 0, coeffs), failed
+
+
+def _solve_one(matrix: Tensor, rhs: Tensor) -> tuple[Tensor, bool]:
+    try:
+        return torch.linalg.solve(matrix, rhs), False
+    except RuntimeError:
+        return torch.zeros_like(rhs), True
 
 
 def advantages(paths: Paths, gamma: float = 0.99, baseline: bool = True, normalize: bool = True) -> Tensor:
