@@ -32,7 +32,7 @@ PAPER: Mapping[str, Any] = {
     "meta_iterations": 500, "meta_batch": 40, "trajectories": 20, "inner_lr": 0.1, "later_inner_lr": 0.05,
     "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 0.25,
     "backtrack_ratio": 0.8, "max_backtracks": 15, "eval_tasks": 40, "eval_trajectories": 20, "eval_steps": 3,
-    "threads": 1, "sampler_threads": 1, "checkpoint_every": 5,
+    "threads": 1, "sampler_threads": 1, "checkpoint_every": 5, "keep_best": True,
 }
 SMOKE: Mapping[str, Any] = {
     "meta_iterations": 1, "meta_batch": 2, "trajectories": 2, "eval_tasks": 2, "eval_trajectories": 2,

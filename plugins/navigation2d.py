@@ -30,7 +30,7 @@ PAPER: Mapping[str, Any] = {
     "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 0.25,
     "backtrack_ratio": 0.8,
     "max_backtracks": 15, "eval_tasks": 40, "eval_trajectories": 40, "eval_steps": 3, "threads": 2,
-    "checkpoint_every": 25,
+    "checkpoint_every": 25, "keep_best": True,
 }
 
 

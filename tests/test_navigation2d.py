@@ -139,3 +139,54 @@ def test_baselines_fine_tune_with_the_step_size_best_on_validation_goals():
     # validation goals are not the test goals
     val = RolloutEvaluator(2, 2, 1, 0.99, split="val").tasks(suite).features
     assert not torch.equal(val, RolloutEvaluator(2, 2, 1, 0.99).tasks(suite).features)
+
+
+class ScriptedContext:
+    """A `TrainContext` in memory: checkpoints every iteration, records kept."""
+
+    def __init__(self, config):
+        self.config, self.device, self.saved, self.records = config, torch.device("cpu"), None, {}
+
+    def generator(self, iteration, stream="batch"):
+        return torch.Generator().manual_seed(iteration)
+
+    def iterations(self, start, total, desc="meta-train"):
+        return iter(range(start, total))
+
+    def log(self, iteration, loss):
+        pass
+
+    def checkpoint_due(self, iteration):
+        return True
+
+    def save_checkpoint(self, state):
+        self.saved = state
+
+    def load_checkpoint(self):
+        return self.saved
+
+    def record(self, key, value):
+        self.records[key] = value
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_the_trained_model_is_the_iterate_with_the_best_training_return(monkeypatch, keep_best):
+    """Iterate i (the policy before step i) is the initial one + i and its paths return RETURNS[i]. With keep_best
+    the model is iterate 1 (return 5), though training stopped after iteration 2 and resumed; without, the last."""
+    returns = [1.0, 5.0, 2.0, 3.0]
+    config = {**PAPER, "meta_iterations": len(returns), "keep_best": keep_best}
+    suite = Navigation2D(config)
+    trainer = suite.trainer(config)
+    monkeypatch.setattr(trainer, "objective", lambda net, params, adaptation, generator, features: (
+        None, None, None, returns[generator.initial_seed()]))
+    monkeypatch.setattr("plugins.rl.trainer.trpo_step", lambda params, *a: ({k: v + 1 for k, v in params.items()}, {}))
+    net = FunctionalModel(suite, "cpu")
+    initial = {k: v.detach().clone() for k, v in net.params.items()}
+    stopped = ScriptedContext({**config, "meta_iterations": 3})
+    trainer._train(net, Adaptation(step_sizes=[]), stopped, False)
+    resumed = ScriptedContext(config)
+    resumed.saved = stopped.saved
+    trainer._train(net, Adaptation(step_sizes=[]), resumed, False)
+    expected = 1 if keep_best else len(returns)
+    assert all(torch.allclose(net.params[k], initial[k] + expected) for k in initial)
+    assert resumed.records["best_training_return"] == {"iteration": 1, "return": 5.0, "kept": keep_best}

@@ -7,9 +7,12 @@ One meta-iteration, for a batch of `meta_batch` tasks drawn by the suite:
    policies bounded by `max_kl`; both are functions of the initial parameters through the inner steps (second
    order, or first order when the learner says so), so TRPO's Hessian-vector products differentiate through them.
 Without inner steps (the pretrain and oracle baselines) this is plain TRPO on the policy over randomly drawn tasks.
+The model kept is the iterate whose training paths had the best mean return (`keep_best`, paper appendix A.2).
 """
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,7 +38,10 @@ def batched(params: Params, n: int) -> Params:
 class TRPOTrainer:
     """`MetaTrainer` of an `RLSuite`: config keys meta_iterations, meta_batch, trajectories, gamma and TRPO's
     max_kl, cg_iters, cg_damping, cg_subsample, backtrack_ratio, max_backtracks; fine-tuning step sizes tuned on
-    validation tasks."""
+    validation tasks. With `keep_best` the trained model is the iterate with the best mean return of its (adapted)
+    policies' training paths, as the paper's appendix A.2 ("the model with the best average return during training
+    was used for evaluation"); otherwise the last one. Either way the best iterate is recorded
+    (`best_training_return`)."""
 
     def __init__(self, suite: RLSuite, config: Mapping[str, Any]) -> None:
         self.suite, self.config = suite, config
@@ -61,20 +67,26 @@ class TRPOTrainer:
         if ctx.device.type != "cpu":
             raise UsageError(f"{self.suite.name} runs on the CPU (its rollouts are step-by-step and its policy small); "
                              "drop --device or use --device cpu")
-        start = 0
+        start, best = 0, {"return": -math.inf, "iteration": -1, "model": copy.deepcopy(net.state_dict())}
         if (checkpoint := ctx.load_checkpoint()) is not None:
             net.load_state_dict(checkpoint["model"])
-            start = checkpoint["iteration"] + 1
+            start, best = checkpoint["iteration"] + 1, checkpoint.get("best", best)
         for it in ctx.iterations(start, cfg["meta_iterations"]):
             params = {k: p.detach() for k, p in net.params.items()}
             loss, kl, fvp, returns = self.objective(net, params, adaptation, ctx.generator(it), features)
+            if returns > best["return"]:  # `returns` is the return of `params`, the policy before this step
+                best = {"return": returns, "iteration": it, "model": copy.deepcopy(net.state_dict())}
             new, info = trpo_step(params, loss, kl, self.trpo, fvp)
             with torch.no_grad():
                 for name, p in net.params.items():
                     p.copy_(new[name])
             ctx.log(it, -returns)
             if ctx.checkpoint_due(it):
-                ctx.save_checkpoint({"iteration": it, "model": net.state_dict()})
+                ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "best": best})
+        if cfg["keep_best"] and best["iteration"] >= 0:
+            net.load_state_dict(best["model"])
+        ctx.record("best_training_return", {"iteration": best["iteration"], "return": best["return"],
+                                            "kept": bool(cfg["keep_best"])})
 
     def objective(self, net: FunctionalModel, params: Params, adaptation: Adaptation, generator: torch.Generator,
                   features: bool) -> tuple[Any, Any, Callable[[Tensor], Tensor], float]:
