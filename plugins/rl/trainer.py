@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import jvp, vmap
+from torch.func import vmap
 
 from harness.errors import UsageError
 from harness.functional import inner_loop
@@ -153,18 +153,22 @@ def kl_fisher_product(outputs_of: Callable[[Params], Tensor], params: Params, ol
 
     Computed as J^T M J v, exact at `params`: there the KL's gradient in the outputs vanishes, so its Hessian is the
     outputs' Jacobian J (through the inner steps) around M, the KL's Hessian in the outputs (1 / sigma^2 for a mean,
-    2 for a log-std, weighted as the average weighs each step). One forward-mode and one reverse-mode pass per
-    product, second order through the inner steps, where differentiating the KL's gradient would be third order.
+    2 for a log-std, weighted as the average weighs each step). J v is the gradient in u of (J^T u) . v, with J^T u
+    built once with its graph (the "double backward" trick): each product is then two backward passes through
+    stored graphs, second order through the inner steps, where differentiating the KL's gradient would be third
+    order. 1.4-2x faster per product than recomputing the outputs in forward mode (`torch.func.jvp`), same values:
+    `benchmarks/test_trpo_products.py` (cheetah-direction, paper settings, one thread).
     """
     flat = flatten_params(params).requires_grad_()
     outputs = outputs_of(unflatten_params(flat, params))
     log_std = split(old)[1]
     weight = (mask / mask.sum((-2, -1), keepdim=True) / mask.shape[0])[..., None]
     curvature = torch.cat([torch.exp(-2 * log_std), torch.full_like(log_std, 2.0)], dim=-1) * weight
-    along = lambda f: outputs_of(unflatten_params(f, params))
+    u = torch.zeros_like(outputs, requires_grad=True)
+    (transposed,) = torch.autograd.grad(outputs, flat, grad_outputs=u, create_graph=True)  # J^T u, linear in u
 
     def fvp(v: Tensor) -> Tensor:
-        _, jv = jvp(along, (flat.detach(),), (v,))
+        (jv,) = torch.autograd.grad(transposed, u, grad_outputs=v, retain_graph=True)
         (hv,) = torch.autograd.grad(outputs, flat, grad_outputs=curvature * jv, retain_graph=True)
         return hv
 
