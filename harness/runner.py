@@ -128,16 +128,26 @@ def versions() -> dict[str, str]:
     return out
 
 
+def source_commit(directory: Path) -> str | None:
+    """The commit checked out where `directory` lies, with `-dirty` when anything outside the checkout's `results/`
+    differs from it (committed results are outputs, written while runs go on, not code); None outside a checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=directory, timeout=10,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("-C", git("rev-parse", "--show-toplevel"), "status", "--porcelain", "--", ".",
+                      ":(exclude)results")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if changed else "")
+
+
 @functools.cache
 def git_commit() -> str | None:
-    """The commit of the harness's source tree (with `-dirty` when it has uncommitted changes), if it is a checkout;
-    taken once per process, when its first run starts: the code a process runs is the code it imported then."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], capture_output=True,
-                             text=True, cwd=Path(__file__).parent, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
+    """The harness's own `source_commit`, taken once per process, when its first run starts: the code a process runs
+    is the code it imported then."""
+    return source_commit(Path(__file__).parent)
 
 
 def tqdm_progress(enabled: bool = True) -> Progress:

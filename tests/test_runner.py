@@ -90,3 +90,27 @@ def test_diverged_test_tasks_are_stored_and_reported(tmp_path):
     table = build(spec, store).set_index("column")
     assert table.loc["0 steps", "diverged"] == 0 and table.loc["2 steps", "diverged"] == 20
     assert math.isinf(table.loc["2 steps", "mean"])
+
+
+def test_the_recorded_commit_is_dirty_for_changed_code_but_not_for_written_results(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert runner.source_commit(tmp_path) == head
+    (tmp_path / "results" / "table.md").write_text("new\n")
+    (tmp_path / "results" / "run").mkdir()
+    (tmp_path / "results" / "run" / "model.pt").write_text("weights")
+    assert runner.source_commit(tmp_path / "results") == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert runner.source_commit(tmp_path) == head + "-dirty"
+    assert runner.source_commit(tmp_path.parent / "not-a-checkout-at-all") is None
