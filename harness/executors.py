@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import itertools
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,14 +79,44 @@ def in_process(sweep: Sweep, progress: Progress, report: Report) -> None:
 
 
 def process_pool(sweep: Sweep, jobs: int, progress: Progress, report: Report) -> None:
-    """Up to `jobs` units at once, each in a fresh process (spawned: no state inherited from this one)."""
+    """Up to `jobs` units at once, each in a fresh process (spawned: no state inherited from this one). A unit
+    starts only when one finishes, so that Ctrl-C (which reaches the workers too: each running unit stops at its
+    next checkpoint) starts no further unit, even in a command started with SIGINT ignored (`command &` in a
+    script)."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool, \
+    pending = iter(sweep.units)
+
+    def submit(pool: concurrent.futures.Executor, count: int) -> set[concurrent.futures.Future]:
+        return {pool.submit(run_spec, u.spec, sweep.out, sweep.command, sweep.rerun)
+                for u in itertools.islice(pending, count)}
+
+    with _ctrl_c_interrupts(), concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool, \
             _sweep_bar(progress, len(sweep.units)) as tick:
-        futures = [pool.submit(run_spec, u.spec, sweep.out, sweep.command, sweep.rerun) for u in sweep.units]
-        for future in concurrent.futures.as_completed(futures):
-            report(future.result())
-            tick()
+        running = submit(pool, jobs)
+        try:
+            while running:
+                finished, running = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
+                for future in finished:
+                    report(future.result())
+                    tick()
+                    running |= submit(pool, 1)
+        except KeyboardInterrupt:
+            concurrent.futures.wait(running)  # the running units stop at their checkpoints
+            raise
+
+
+@contextlib.contextmanager
+def _ctrl_c_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here (Python's default) while the block runs, even where the command was
+    started with SIGINT ignored; only the main thread may set signal handlers, elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def ray_cluster(sweep: Sweep, address: str | None, progress: Progress, report: Report) -> None:

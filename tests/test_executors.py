@@ -1,9 +1,11 @@
 """Executors: the same sweep in-process, in a process pool and on a local Ray cluster gives bit-identical scores,
 each unit's results reach the store exactly once, and `status` shows every unit's state."""
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -106,3 +108,21 @@ def test_status_of_this_process_is_running(tmp_path, capsys):
     capsys.readouterr()
     assert main(["status", "--out", str(tmp_path)]) == 0
     assert "0 done, 1 running" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_a_process_pool_sweep_and_starts_no_further_unit(tmp_path):
+    command = [sys.executable, "-m", "harness", "run", "--suite", "sinusoid", "--learners", "maml,fomaml,context",
+               "--profile", "quick", "--set", "checkpoint_every=1", "--jobs", "2", "--quiet", "--out", str(tmp_path)]
+    # started as `command &` from a script, which starts it with SIGINT ignored
+    sweep = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("*/train-checkpoint.pt"))) < 2:  # the first two units are training
+        assert sweep.poll() is None and time.monotonic() < deadline, "the first units never checkpointed"
+        time.sleep(0.1)
+    os.killpg(sweep.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the command and its workers
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, err
+    states = run_states(tmp_path)
+    assert sorted(run.split("-")[1] for run in states) == ["fomaml", "maml"], states  # context never started
+    assert set(states.values()) == {"running"}, states  # both resumable
