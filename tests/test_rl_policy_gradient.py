@@ -317,3 +317,34 @@ def test_ridge_solve_marks_a_singular_task_failed_and_solves_the_others():
     assert failed.tolist() == [False, True]
     assert torch.allclose(coeffs[0, :, 0], torch.tensor([0.5, 0.25], dtype=torch.float64))
     assert torch.equal(coeffs[1], torch.zeros(2, 1, dtype=torch.float64))
+
+
+def test_filling_env_steps_keeps_whole_paths_until_each_tasks_budget_as_rllab_counts_its_batch():
+    from plugins.rl.policy_gradient import MAX_ROUNDS
+
+    policy, params = policy_and_params((4,))
+    noisy = per_task(params, params, params, params, {k: v + 0.5 for k, v in params.items()})
+    make = lambda t: PointEnv(t, horizon=10)
+    # tasks 0 and 1 end at random steps (goal near, wide tolerance), task 2 never ends early, task 3 on step 1
+    tasks = torch.tensor([[0.15, 0.1], [-0.2, 0.1], [0.0, 0.0], [0.0, 100.0]], dtype=DTYPE)
+    n, budget = 3, 3 * 10
+    plain = rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0))
+    filled = rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0), fill_env_steps=True)
+
+    for a, b in zip(pytree.tree_leaves(plain), pytree.tree_leaves(filled)):  # the first round is the plain sample
+        assert torch.equal(a, b[:, :n])
+    lengths = filled.mask.sum(-1)  # [T, P]
+    real = filled.mask[..., 0] > 0
+    for t in range(len(tasks)):
+        k = int(real[t].sum())
+        assert real[t, :k].all() and not real[t, k:].any()  # kept paths first, then all-zero padding
+        assert lengths[t, :k - 1].sum() < budget <= lengths[t, :k].sum() or k == MAX_ROUNDS * n
+        for x in pytree.tree_leaves(filled):
+            assert (x[t, k:] == 0).all()
+    assert int(real[2].sum()) == n and int(real[3].sum()) == MAX_ROUNDS * n
+    assert int(real[0].sum()) > n
+    assert filled.mask.shape[1] == int(real.sum(-1).max())
+
+    # the mean return is over the real paths only
+    by_hand = [(filled.rewards[t] * filled.mask[t]).sum(-1)[real[t]].mean() for t in range(len(tasks))]
+    torch.testing.assert_close(filled.undiscounted_return(), torch.stack(by_hand))

@@ -1,6 +1,7 @@
 """The test protocol of the RL suites: frozen test tasks, each adaptation step on fresh paths of the current policy.
 
-At step k every test task's policy (after k inner steps) is rolled out `trajectories` times; the mean undiscounted
+At step k every test task's policy (after k inner steps) is rolled out `trajectories` times (or for
+`trajectories` x H env steps of whole paths, where the suite counts its batches so); the mean undiscounted
 return of those paths is the task's score at step k, and the same paths are the support set of step k + 1, as in
 the authors' released evaluation. The learner adapts through `TaskBatch.renew` (a `RolloutSupport`), so the
 learners' own `adapt` serves supervised and RL suites alike.

@@ -129,8 +129,9 @@ class Paths:
         return (self.rewards * self.mask) @ discount.mT * self.mask
 
     def undiscounted_return(self) -> Tensor:
-        """Mean over trajectories of the sum of rewards: [T] (the paper's metric)."""
-        return (self.rewards * self.mask).sum(-1).mean(-1)
+        """Mean over trajectories of the sum of rewards: [T] (the paper's metric); all-zero padding paths (mask 0 from
+        their first step) are not trajectories."""
+        return (self.rewards * self.mask).sum((-2, -1)) / (self.mask[..., 0] > 0).sum(-1)
 
 
 pytree.register_dataclass(Paths)
@@ -139,10 +140,14 @@ EnvFactory = Callable[[Tensor], BatchEnv]
 """Task parameters of each env [E, k] -> a `BatchEnv` of E envs."""
 
 
+MAX_ROUNDS = 8
+"""At most this many rounds of paths fill a batch of env steps (`rollout`'s `fill_env_steps`)."""
+
+
 @torch.no_grad()
 def rollout(
     env_factory: EnvFactory, policy: Forward, params: Params, tasks: Tensor, n_trajectories: int,
-    generator: torch.Generator, action_scale: float = 1.0,
+    generator: torch.Generator, action_scale: float = 1.0, fill_env_steps: bool = False,
 ) -> Paths:
     """`n_trajectories` (N) trajectories of each of the T tasks `tasks` [T, k], each under its own policy.
 
@@ -152,8 +157,41 @@ def rollout(
     sampled action (rllab's `normalize`: a policy action in [-1, 1] spans the env's range), the paths keep the
     sampled one. Returns `Paths` [T, N, H, ...]: mask 1 on each step taken, including the one that ended the
     episode; everything else is zero on padded steps.
+
+    With `fill_env_steps`, a task's batch is N x H env steps of whole paths rather than N paths, as rllab's sampler
+    counts its batch in env steps: where episodes end early, further rounds of N paths are drawn (at most
+    `MAX_ROUNDS` in all) and each task keeps its paths, in order, while the steps before them are under N x H. The
+    result [T, P, H, ...] has P >= N, the largest count kept; a task's missing paths are all-zero (mask 0), which
+    every masked mean and `Paths.undiscounted_return` ignore. Episodes that never end early give the same N paths.
     """
-    n_tasks, n = tasks.shape[0], n_trajectories
+    rounds = [_rollout_round(env_factory, policy, params, tasks, n_trajectories, generator, action_scale)]
+    budget = n_trajectories * rounds[0].mask.shape[-1]
+    while fill_env_steps and len(rounds) < MAX_ROUNDS and (
+            sum(r.mask.sum((-2, -1)) for r in rounds) < budget).any():
+        rounds.append(_rollout_round(env_factory, policy, params, tasks, n_trajectories, generator, action_scale))
+    if len(rounds) == 1:
+        return rounds[0]
+    paths = pytree.tree_map(lambda *xs: torch.cat(xs, dim=1), *rounds)
+    steps = paths.mask.sum(-1)  # [T, R N]
+    keep = (steps.cumsum(-1) - steps) < budget
+    order = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)  # kept paths first, in order
+    count = int(keep.sum(-1).max())
+    kept = keep.gather(-1, order)[:, :count]
+
+    def compact(x: Tensor) -> Tensor:
+        index = order[:, :count].reshape(*order.shape[:1], count, *(1,) * (x.ndim - 2))
+        picked = x.gather(1, index.expand(-1, -1, *x.shape[2:]))
+        return picked * kept.reshape(*kept.shape, *(1,) * (x.ndim - 2)).to(x.dtype)
+
+    return pytree.tree_map(compact, paths)
+
+
+def _rollout_round(
+    env_factory: EnvFactory, policy: Forward, params: Params, tasks: Tensor, n: int, generator: torch.Generator,
+    action_scale: float,
+) -> Paths:
+    """One round of `rollout`: N fresh paths of each task."""
+    n_tasks = tasks.shape[0]
     env = env_factory(tasks.repeat_interleave(n, dim=0))
     policy = vmap(policy)
     obs = env.reset()
@@ -281,4 +319,6 @@ class RLSuite(Protocol):
 
     def rollout(self, policy: Forward, params: Params, tasks: Tensor, trajectories: int,
                 generator: torch.Generator) -> Paths:
-        """`trajectories` paths of each task under its own policy (`params` with a leading task dimension)."""
+        """`trajectories` paths of each task under its own policy (`params` with a leading task dimension), or whole
+        paths filling `trajectories` x H env steps where the suite counts its batches so (`rollout`'s
+        `fill_env_steps`)."""
