@@ -159,21 +159,31 @@ def rollout(
     episode; everything else is zero on padded steps.
 
     With `fill_env_steps`, a task's batch is N x H env steps of whole paths rather than N paths, as rllab's sampler
-    counts its batch in env steps: where episodes end early, further rounds of N paths are drawn (at most
-    `MAX_ROUNDS` in all) and each task keeps its paths, in order, while the steps before them are under N x H. The
-    result [T, P, H, ...] has P >= N, the largest count kept; a task's missing paths are all-zero (mask 0), which
-    every masked mean and `Paths.undiscounted_return` ignore. Episodes that never end early give the same N paths.
+    counts its batch in env steps: where episodes end early, further rounds draw paths for the tasks still short
+    (as many as their mean path length so far says they need, at most N a round; `MAX_ROUNDS` rounds in all), and
+    each task keeps its paths, in order, while the steps before them are under N x H. The result [T, P, H, ...] has
+    P >= N, the largest count kept; a task's missing paths are all-zero (mask 0), which every masked mean and
+    `Paths.undiscounted_return` ignore. Episodes that never end early give the same N paths.
     """
     rounds = [_rollout_round(env_factory, policy, params, tasks, n_trajectories, generator, action_scale)]
     budget = n_trajectories * rounds[0].mask.shape[-1]
-    while fill_env_steps and len(rounds) < MAX_ROUNDS and (
-            sum(r.mask.sum((-2, -1)) for r in rounds) < budget).any():
-        rounds.append(_rollout_round(env_factory, policy, params, tasks, n_trajectories, generator, action_scale))
+    while fill_env_steps and len(rounds) < MAX_ROUNDS:
+        steps = torch.cat([r.mask.sum(-1) for r in rounds], dim=1)  # [T, paths so far]
+        deficit = budget - steps.sum(-1)
+        short = (deficit > 0).nonzero().squeeze(-1)
+        if len(short) == 0:
+            break
+        mean_length = steps[short].sum(-1) / (steps[short] > 0).sum(-1)
+        n = int((deficit[short] / mean_length).ceil().max().clamp(max=n_trajectories))
+        extra = _rollout_round(env_factory, policy, {k: v[short] for k, v in params.items()}, tasks[short], n,
+                               generator, action_scale)
+        rounds.append(pytree.tree_map(
+            lambda x: x.new_zeros(len(tasks), *x.shape[1:]).index_copy_(0, short, x), extra))
     if len(rounds) == 1:
         return rounds[0]
     paths = pytree.tree_map(lambda *xs: torch.cat(xs, dim=1), *rounds)
-    steps = paths.mask.sum(-1)  # [T, R N]
-    keep = (steps.cumsum(-1) - steps) < budget
+    steps = paths.mask.sum(-1)  # [T, all paths]; 0 for the rounds a task sat out
+    keep = (steps > 0) & ((steps.cumsum(-1) - steps) < budget)
     order = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)  # kept paths first, in order
     count = int(keep.sum(-1).max())
     kept = keep.gather(-1, order)[:, :count]
