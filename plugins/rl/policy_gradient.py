@@ -178,7 +178,7 @@ def rollout(
         extra = _rollout_round(env_factory, policy, {k: v[short] for k, v in params.items()}, tasks[short], n,
                                generator, action_scale)
         rounds.append(pytree.tree_map(
-            lambda x: x.new_zeros(len(tasks), *x.shape[1:]).index_copy_(0, short, x), extra))
+            lambda x, rows=short: x.new_zeros(len(tasks), *x.shape[1:]).index_copy_(0, rows, x), extra))
     if len(rounds) == 1:
         return rounds[0]
     paths = pytree.tree_map(lambda *xs: torch.cat(xs, dim=1), *rounds)
