@@ -288,8 +288,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     run.add_argument("--rerun", action="store_true",
-                     help="compute finished runs again and replace their scores (a run is identified by its config, "
-                          "so after a code change that alters results, finished runs would otherwise be skipped)")
+                     help="compute runs again from scratch, finished or interrupted, replacing their scores (a run is "
+                          "identified by its config, so after a code change that alters results, finished runs would "
+                          "otherwise be skipped and interrupted ones resumed; resume a --rerun sweep without it)")
     run.add_argument("--executor", default=None, help="inprocess | pool | ray (default: inprocess; pool with --jobs)")
     run.add_argument("--jobs", type=int, default=None, help="run up to N units at once in a local process pool")
     run.add_argument("--address", default=None,

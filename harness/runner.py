@@ -242,12 +242,14 @@ class RunContext:
 def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, progress: Progress,
             rerun: bool = False) -> str:
     """Run `prepared` to completion unless the store already has it done; returns "done" | "skipped".
-    With `rerun`, a finished run is computed again from scratch (after a code change: a run's identity is its
-    config, not the code) and its scores and details are replaced."""
+    An interrupted run resumes from its checkpoint. With `rerun`, a run is computed again from scratch, finished or
+    not (after a code change: a run's identity is its config, not the code): its scores, details, model and
+    checkpoint are dropped first."""
     spec = prepared.spec
-    if store.status(prepared.run_id) == "done":
-        if not rerun:
-            return "skipped"
+    status = store.status(prepared.run_id)
+    if status == "done" and not rerun:
+        return "skipped"
+    if rerun and status is not None:
         store.forget(prepared.run_id)
         for name in (checkpoints.MODEL, checkpoints.TRAIN):
             (out_dir / prepared.run_id / name).unlink(missing_ok=True)

@@ -57,6 +57,21 @@ def test_rerun_flag_recomputes_a_finished_run_and_replaces_its_scores(tmp_path, 
     assert [r[:4] for r in after] == [r[:4] for r in before]  # the same cells, replaced, none duplicated
 
 
+def test_rerun_flag_starts_an_interrupted_run_from_scratch_instead_of_its_checkpoint(tmp_path):
+    args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path)]
+    assert main(args) == 0
+    before = scores(tmp_path)
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run_dir / "model.pt").unlink()  # as if interrupted during training, with a checkpoint of other code
+    torch.save({"iteration": 1, "not": "this code's checkpoint"}, run_dir / "train-checkpoint.pt")
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    with db:
+        db.execute("UPDATE runs SET status = 'running'")
+    assert main(args) != 0  # resuming loads the checkpoint
+    assert main([*args, "--rerun"]) == 0
+    assert scores(tmp_path) == before
+
+
 def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, monkeypatch):
     args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
             "--set", "meta_iterations=30", "--set", "checkpoint_every=10"]
