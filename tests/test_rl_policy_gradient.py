@@ -29,7 +29,8 @@ DTYPE = torch.float64
 
 
 class PointEnv:
-    """E 1D point masses from 0; task params [goal, tolerance]: reward -|pos - goal|, done within tolerance."""
+    """E 1D point masses from 0; task params [goal, tolerance]: reward -|pos - goal|, done within tolerance or after
+    `horizon` steps of the env's episode (`restart` starts a new one in some envs)."""
 
     observation_size = 1
     action_size = 1
@@ -37,16 +38,21 @@ class PointEnv:
     def __init__(self, tasks: Tensor, horizon: int = 20) -> None:
         self.goal, self.tolerance = tasks[:, 0], tasks[:, 1]
         self.horizon = horizon
-        self.steps = 0
 
     def reset(self) -> Tensor:
         self.pos = torch.zeros_like(self.goal)
         self.done = torch.zeros_like(self.goal, dtype=torch.bool)
-        self.steps = 0
+        self.steps = torch.zeros_like(self.goal, dtype=torch.long)
+        return self.pos[:, None].clone()
+
+    def restart(self, which: Tensor) -> Tensor:
+        self.pos = torch.where(which, 0, self.pos)
+        self.done = self.done & ~which
+        self.steps = torch.where(which, 0, self.steps)
         return self.pos[:, None].clone()
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        self.steps += 1
+        self.steps = self.steps + 1
         live = ~self.done
         self.pos = torch.where(live, self.pos + 0.1 * actions[:, 0].clamp(-1, 1), self.pos)
         distance = (self.pos - self.goal).abs()
@@ -284,7 +290,7 @@ def test_rollout_shapes_masks_per_task_policies_and_reproducibility():
 
     # stops early once every env is done
     paths = rollout(make, forward_of(policy), batched, tasks[:1].expand(2, 2), 3, torch.Generator().manual_seed(0))
-    assert envs[-1].steps == 1 and paths.mask.shape == (2, 3, 6) and paths.mask.sum() == 6
+    assert (envs[-1].steps == 1).all() and paths.mask.shape == (2, 3, 6) and paths.mask.sum() == 6
 
     # the same generator seed gives the same paths, another seed others
     noisy = per_task(params, params, {k: v + 0.5 for k, v in params.items()})
@@ -319,32 +325,41 @@ def test_ridge_solve_marks_a_singular_task_failed_and_solves_the_others():
     assert torch.equal(coeffs[1], torch.zeros(2, 1, dtype=torch.float64))
 
 
-def test_filling_env_steps_keeps_whole_paths_until_each_tasks_budget_as_rllab_counts_its_batch():
-    from plugins.rl.policy_gradient import MAX_ROUNDS
+def test_filling_env_steps_packs_whole_episodes_and_drops_the_unfinished_ones_as_rllab_counted_its_batch():
+    from plugins.rl.policy_gradient import FILL_LIMIT
 
     policy, params = policy_and_params((4,))
     noisy = per_task(params, params, params, params, {k: v + 0.5 for k, v in params.items()})
-    make = lambda t: PointEnv(t, horizon=10)
-    # tasks 0 and 1 end at random steps (goal near, wide tolerance), task 2 never ends early, task 3 on step 1
+    horizon, n, gamma = 10, 3, 0.9
+    make = lambda t: PointEnv(t, horizon=horizon)
+    # tasks 0 and 1 end at random steps (goal near, wide tolerance), task 2 never ends early, task 3 on every step
     tasks = torch.tensor([[0.15, 0.1], [-0.2, 0.1], [0.0, 0.0], [0.0, 100.0]], dtype=DTYPE)
-    n, budget = 3, 3 * 10
     plain = rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0))
     filled = rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0), fill_env_steps=True)
+    assert plain.mask.shape == (4, n, horizon) and filled.mask.shape[:2] == (4, n)
+    assert horizon < filled.mask.shape[2] <= FILL_LIMIT * horizon
+    for a, b in zip(pytree.tree_leaves(plain), pytree.tree_leaves(filled)):  # no early end: the same paths
+        assert torch.equal(a[2], b[2, :, :horizon]) and (b[2, :, horizon:] == 0).all()
+    assert (filled.mask[3, :, :horizon] == 1).all() and filled.episodes()[3] == n * horizon  # 1-step episodes
+    assert filled.episodes()[0] > n and filled.episodes()[1] > n
+    assert (filled.mask.sum((-2, -1)) >= n * horizon).all()  # each task's batch: at least N x H steps
 
-    for a, b in zip(pytree.tree_leaves(plain), pytree.tree_leaves(filled)):  # the first round is the plain sample
-        assert torch.equal(a, b[:, :n])
-    lengths = filled.mask.sum(-1)  # [T, P]
-    real = filled.mask[..., 0] > 0
+    returns = filled.returns(gamma)
     for t in range(len(tasks)):
-        k = int(real[t].sum())
-        assert real[t, :k].all() and not real[t, k:].any()  # kept paths first, then all-zero padding
-        assert lengths[t, :k - 1].sum() < budget <= lengths[t, :k].sum() or k == MAX_ROUNDS * n
-        for x in pytree.tree_leaves(filled):
-            assert (x[t, k:] == 0).all()
-    assert int(real[2].sum()) == n and int(real[3].sum()) == MAX_ROUNDS * n
-    assert int(real[0].sum()) > n
-    assert filled.mask.shape[1] == int(real.sum(-1).max())
-
-    # the mean return is over the real paths only
-    by_hand = [(filled.rewards[t] * filled.mask[t]).sum(-1)[real[t]].mean() for t in range(len(tasks))]
-    torch.testing.assert_close(filled.undiscounted_return(), torch.stack(by_hand))
+        sums = []
+        for row in range(n):
+            kept = int(filled.mask[t, row].sum())
+            assert (filled.mask[t, row, :kept] == 1).all() and (filled.mask[t, row, kept:] == 0).all()
+            starts = [i for i in range(kept) if filled.time[t, row, i] == 0] + [kept]
+            assert starts[0] == 0
+            for a, b in zip(starts[:-1], starts[1:]):  # each kept episode is whole: it ended at the goal or at H
+                torch.testing.assert_close(filled.time[t, row, a:b], torch.arange(b - a, dtype=DTYPE))
+                assert b - a == horizon or -filled.rewards[t, row, b - 1] < tasks[t, 1]
+                r = filled.rewards[t, row, a:b]
+                to_go = [sum(gamma ** (j - i) * r[j] for j in range(i, b - a)) for i in range(b - a)]
+                torch.testing.assert_close(returns[t, row, a:b], torch.stack(to_go))
+                sums.append(r.sum())
+        torch.testing.assert_close(filled.undiscounted_return()[t], torch.stack(sums).mean())
+    assert (returns[filled.mask == 0] == 0).all()
+    torch.testing.assert_close(plain.returns(gamma), Paths(*pytree.tree_leaves(plain), time=plain.step_times())
+                               .returns(gamma))  # one episode per row: the two ways agree

@@ -37,8 +37,9 @@ def sample_goals(n: int, generator: torch.Generator) -> Tensor:
 class NavigationBatch:
     """E navigation environments stepped together, one goal each; float32 tensors on the goals' device.
 
-    All environments reset together and share the step counter. Once an environment is done (terminated or at the
-    horizon) its position stays frozen and it returns reward 0 and done True until the next `reset`."""
+    All environments reset together (`restart` starts a new episode in some); each counts its own steps. Once an
+    environment is done (terminated or at the horizon) its position stays frozen and it returns reward 0 and done True
+    until it is reset or restarted."""
 
     observation_size: int = 2
     action_size: int = 2
@@ -52,10 +53,17 @@ class NavigationBatch:
         self.reset()
 
     def reset(self) -> Tensor:
-        """Put every environment at the origin and reset the step counter -> observations [E, 2]."""
+        """Put every environment at the origin and reset its step counter -> observations [E, 2]."""
         self.position = torch.zeros_like(self.goals)
         self.done = torch.zeros(len(self.goals), dtype=torch.bool, device=self.goals.device)
-        self.steps = 0
+        self.steps = torch.zeros(len(self.goals), dtype=torch.long, device=self.goals.device)
+        return self.position.clone()
+
+    def restart(self, which: Tensor) -> Tensor:
+        """Start a new episode in the environments where `which` [E] (bool) holds -> observations [E, 2] of all."""
+        self.position = torch.where(which[:, None], 0, self.position)
+        self.done = self.done & ~which
+        self.steps = torch.where(which, 0, self.steps)
         return self.position.clone()
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:

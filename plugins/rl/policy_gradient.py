@@ -109,7 +109,9 @@ def sample_actions(module: nn.Module, params: Params, observations: Tensor, gene
 @dataclass(frozen=True)
 class Paths:
     """Trajectories padded to the horizon H: observations [T, N, H, obs], actions [T, N, H, act], rewards [T, N, H],
-    mask [T, N, H] (float: 1 on the steps taken, 0 after the episode ended); T tasks of N trajectories each.
+    mask [T, N, H] (float: 1 on the steps kept, 0 elsewhere); T tasks of N rows each. `time` [T, N, H] (float) is
+    each step's index within its episode where a row holds several episodes one after another (`rollout`'s
+    `fill_env_steps`); None: each row is one episode from step 0.
 
     The methods accept any leading shape (one task's paths are [N, H, ...]); registered as a pytree, so `vmap`
     maps over its tensors.
@@ -119,19 +121,35 @@ class Paths:
     actions: Tensor
     rewards: Tensor
     mask: Tensor
+    time: Tensor | None = None
+
+    def step_times(self) -> Tensor:
+        """Each step's index within its episode [..., H]."""
+        if self.time is not None:
+            return self.time
+        return torch.arange(self.rewards.shape[-1], dtype=self.rewards.dtype, device=self.rewards.device).expand_as(
+            self.rewards)
 
     def returns(self, gamma: float) -> Tensor:
-        """Discounted reward-to-go [..., H], zero after the end of each path."""
+        """Discounted reward-to-go within each episode [..., H], zero on the steps not kept."""
         steps = torch.arange(self.rewards.shape[-1], device=self.rewards.device)
         lag = steps[None, :] - steps[:, None]  # lag[i, j] = j - i
         discount = torch.tensor(gamma, dtype=self.rewards.dtype, device=self.rewards.device) ** lag.clamp(min=0)
         discount = torch.where(lag >= 0, discount, 0)
-        return (self.rewards * self.mask) @ discount.mT * self.mask
+        rewards = self.rewards * self.mask
+        if self.time is None:
+            return rewards @ discount.mT * self.mask
+        episode = (self.time == 0).cumsum(-1)  # which episode of its row each step belongs to
+        same = episode[..., :, None] == episode[..., None, :]
+        return (torch.where(same, discount, 0) @ rewards[..., None]).squeeze(-1) * self.mask
+
+    def episodes(self) -> Tensor:
+        """The number of episodes of each task [...] (the leading shape without the rows and steps)."""
+        return ((self.step_times() == 0) & (self.mask > 0)).sum((-2, -1))
 
     def undiscounted_return(self) -> Tensor:
-        """Mean over trajectories of the sum of rewards: [T] (the paper's metric); all-zero padding paths (mask 0 from
-        their first step) are not trajectories."""
-        return (self.rewards * self.mask).sum((-2, -1)) / (self.mask[..., 0] > 0).sum(-1)
+        """Mean over episodes of the sum of rewards: [T] (the paper's metric)."""
+        return (self.rewards * self.mask).sum((-2, -1)) / self.episodes()
 
 
 pytree.register_dataclass(Paths)
@@ -140,8 +158,8 @@ EnvFactory = Callable[[Tensor], BatchEnv]
 """Task parameters of each env [E, k] -> a `BatchEnv` of E envs."""
 
 
-MAX_ROUNDS = 8
-"""At most this many rounds of paths fill a batch of env steps (`rollout`'s `fill_env_steps`)."""
+FILL_LIMIT = 4
+"""With `fill_env_steps`, an env runs at most this many times the horizon to fill its task's batch."""
 
 
 @torch.no_grad()
@@ -158,78 +176,62 @@ def rollout(
     sampled one. Returns `Paths` [T, N, H, ...]: mask 1 on each step taken, including the one that ended the
     episode; everything else is zero on padded steps.
 
-    With `fill_env_steps`, a task's batch is N x H env steps of whole paths rather than N paths, as rllab's sampler
-    counts its batch in env steps: where episodes end early, further rounds draw paths for the tasks still short
-    (as many as their mean path length so far says they need, at most N a round; `MAX_ROUNDS` rounds in all), and
-    each task keeps its paths, in order, while the steps before them are under N x H. The result [T, P, H, ...] has
-    P >= N, the largest count kept; a task's missing paths are all-zero (mask 0), which every masked mean and
-    `Paths.undiscounted_return` ignore. Episodes that never end early give the same N paths.
+    With `fill_env_steps`, a task's batch is N x H env steps of whole episodes rather than N episodes, as rllab's
+    sampler counted its batch: every env starts a new episode (`restart`) whenever one ends, until the finished
+    episodes of its task hold N x H steps (or `FILL_LIMIT` x H steps have passed); the episodes then still running
+    are dropped (mask 0), as rllab dropped unfinished paths. A row then holds its episodes one after another
+    (`Paths.time`) and is L >= H steps long; where no episode ends early the paths are the same as without.
     """
-    rounds = [_rollout_round(env_factory, policy, params, tasks, n_trajectories, generator, action_scale)]
-    budget = n_trajectories * rounds[0].mask.shape[-1]
-    while fill_env_steps and len(rounds) < MAX_ROUNDS:
-        steps = torch.cat([r.mask.sum(-1) for r in rounds], dim=1)  # [T, paths so far]
-        deficit = budget - steps.sum(-1)
-        short = (deficit > 0).nonzero().squeeze(-1)
-        if len(short) == 0:
-            break
-        mean_length = steps[short].sum(-1) / (steps[short] > 0).sum(-1)
-        n = int((deficit[short] / mean_length).ceil().max().clamp(max=n_trajectories))
-        extra = _rollout_round(env_factory, policy, {k: v[short] for k, v in params.items()}, tasks[short], n,
-                               generator, action_scale)
-        rounds.append(pytree.tree_map(
-            lambda x, rows=short: x.new_zeros(len(tasks), *x.shape[1:]).index_copy_(0, rows, x), extra))
-    if len(rounds) == 1:
-        return rounds[0]
-    paths = pytree.tree_map(lambda *xs: torch.cat(xs, dim=1), *rounds)
-    steps = paths.mask.sum(-1)  # [T, all paths]; 0 for the rounds a task sat out
-    keep = (steps > 0) & ((steps.cumsum(-1) - steps) < budget)
-    order = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)  # kept paths first, in order
-    count = int(keep.sum(-1).max())
-    kept = keep.gather(-1, order)[:, :count]
-
-    def compact(x: Tensor) -> Tensor:
-        index = order[:, :count].reshape(*order.shape[:1], count, *(1,) * (x.ndim - 2))
-        picked = x.gather(1, index.expand(-1, -1, *x.shape[2:]))
-        return picked * kept.reshape(*kept.shape, *(1,) * (x.ndim - 2)).to(x.dtype)
-
-    return pytree.tree_map(compact, paths)
-
-
-def _rollout_round(
-    env_factory: EnvFactory, policy: Forward, params: Params, tasks: Tensor, n: int, generator: torch.Generator,
-    action_scale: float,
-) -> Paths:
-    """One round of `rollout`: N fresh paths of each task."""
-    n_tasks = tasks.shape[0]
+    n_tasks, n = tasks.shape[0], n_trajectories
     env = env_factory(tasks.repeat_interleave(n, dim=0))
     policy = vmap(policy)
     obs = env.reset()
     e, h = obs.shape[0], env.horizon
+    length = FILL_LIMIT * h if fill_env_steps else h
     alive = torch.ones(e, dtype=torch.bool, device=obs.device)
-    observations = obs.new_zeros(e, h, env.observation_size)
-    actions = obs.new_zeros(e, h, env.action_size)
-    rewards = obs.new_zeros(e, h)
-    mask = obs.new_zeros(e, h)
-    for t in range(h):
+    time = torch.zeros(e, dtype=obs.dtype, device=obs.device)
+    finished = torch.zeros(e, dtype=obs.dtype, device=obs.device)  # steps in this env's finished episodes
+    observations = obs.new_zeros(e, length, env.observation_size)
+    actions = obs.new_zeros(e, length, env.action_size)
+    rewards = obs.new_zeros(e, length)
+    mask = obs.new_zeros(e, length)
+    times = obs.new_zeros(e, length)
+    ended = torch.zeros(e, length, dtype=torch.bool, device=obs.device)
+    for t in range(length):
         action = _sample(*split(policy(params, obs.reshape(n_tasks, n, -1))), generator).reshape(e, -1)
         next_obs, reward, done = env.step(action_scale * action)
         observations[:, t] = torch.where(alive[:, None], obs, 0)
         actions[:, t] = torch.where(alive[:, None], action, 0)
         rewards[:, t] = torch.where(alive, reward, 0)
         mask[:, t] = alive.to(mask.dtype)
-        alive = alive & ~done
-        obs = next_obs
+        times[:, t], ended[:, t] = time, done & alive
+        if fill_env_steps:
+            finished = torch.where(done & alive, finished + time + 1, finished)
+            full = finished.reshape(n_tasks, n).sum(-1) >= n * h
+            alive = alive & ~full.repeat_interleave(n)
+            time = torch.where(done, 0, time + 1)
+            obs = env.restart(done)
+        else:
+            alive = alive & ~done
+            obs = next_obs
         if not alive.any():
             break
-    return Paths(*(x.reshape(n_tasks, n, h, *x.shape[2:]) for x in (observations, actions, rewards, mask)))
+    steps = h
+    if fill_env_steps:  # keep each env's steps up to the end of its last finished episode
+        last_end = torch.where(ended.any(-1), length - 1 - ended.flip(-1).to(torch.int8).argmax(-1), -1)
+        mask = (torch.arange(length, device=obs.device) <= last_end[:, None]).to(mask.dtype)
+        observations, actions = observations * mask[..., None], actions * mask[..., None]
+        rewards, times = rewards * mask, times * mask
+        steps = max(h, int(last_end.max()) + 1)
+    shaped = [x[:, :steps].reshape(n_tasks, n, steps, *x.shape[2:])
+              for x in (observations, actions, rewards, mask, times)]
+    return Paths(*shaped[:4], time=shaped[4] if fill_env_steps else None)
 
 
 def _features(paths: Paths) -> Tensor:
     """rllab's LinearFeatureBaseline features [..., H, 2 obs + 4], zero on padded steps (whatever they hold)."""
     o = paths.observations.clamp(-10, 10)
-    t = torch.arange(o.shape[-2], dtype=o.dtype, device=o.device) / 100
-    t = t[:, None].expand(*o.shape[:-1], 1)
+    t = paths.step_times()[..., None].to(o.dtype) / 100
     features = torch.cat([o, o**2, t, t**2, t**3, torch.ones_like(t)], dim=-1)
     return torch.where(paths.mask[..., None] > 0, features, 0)
 
