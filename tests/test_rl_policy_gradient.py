@@ -336,30 +336,29 @@ def test_filling_env_steps_packs_whole_episodes_and_drops_the_unfinished_ones_as
     tasks = torch.tensor([[0.15, 0.1], [-0.2, 0.1], [0.0, 0.0], [0.0, 100.0]], dtype=DTYPE)
     plain = rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0))
     filled = rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0), fill_env_steps=True)
-    assert plain.mask.shape == (4, n, horizon) and filled.mask.shape[:2] == (4, n)
-    assert horizon < filled.mask.shape[2] <= FILL_LIMIT * horizon
+    assert plain.mask.shape == (4, n, horizon) and filled.mask.shape[0] == 4 and filled.mask.shape[2] == horizon
+    assert n < filled.mask.shape[1] <= FILL_LIMIT * n
     for a, b in zip(pytree.tree_leaves(plain), pytree.tree_leaves(filled)):  # no early end: the same paths
-        assert torch.equal(a[2], b[2, :, :horizon]) and (b[2, :, horizon:] == 0).all()
-    assert (filled.mask[3, :, :horizon] == 1).all() and filled.episodes()[3] == n * horizon  # 1-step episodes
+        assert torch.equal(a[2], b[2, :n]) and (b[2, n:] == 0).all()
+    assert filled.episodes()[3] == n * horizon  # one-step episodes, each env's first H
     assert filled.episodes()[0] > n and filled.episodes()[1] > n
     assert (filled.mask.sum((-2, -1)) >= n * horizon).all()  # each task's batch: at least N x H steps
 
     returns = filled.returns(gamma)
     for t in range(len(tasks)):
+        mask, time = filled.mask[t].flatten(), filled.time[t].flatten()
+        rewards, to_go_of = filled.rewards[t].flatten(), returns[t].flatten()
+        kept = int(mask.sum())
+        assert (mask[:kept] == 1).all() and (mask[kept:] == 0).all() and (to_go_of[kept:] == 0).all()
+        starts = [i for i in range(kept) if time[i] == 0] + [kept]
         sums = []
-        for row in range(n):
-            kept = int(filled.mask[t, row].sum())
-            assert (filled.mask[t, row, :kept] == 1).all() and (filled.mask[t, row, kept:] == 0).all()
-            starts = [i for i in range(kept) if filled.time[t, row, i] == 0] + [kept]
-            assert starts[0] == 0
-            for a, b in zip(starts[:-1], starts[1:]):  # each kept episode is whole: it ended at the goal or at H
-                torch.testing.assert_close(filled.time[t, row, a:b], torch.arange(b - a, dtype=DTYPE))
-                assert b - a == horizon or -filled.rewards[t, row, b - 1] < tasks[t, 1]
-                r = filled.rewards[t, row, a:b]
-                to_go = [sum(gamma ** (j - i) * r[j] for j in range(i, b - a)) for i in range(b - a)]
-                torch.testing.assert_close(returns[t, row, a:b], torch.stack(to_go))
-                sums.append(r.sum())
+        for a, b in zip(starts[:-1], starts[1:]):  # each kept episode is whole: it ended at the goal or at H
+            torch.testing.assert_close(time[a:b], torch.arange(b - a, dtype=DTYPE))
+            assert b - a == horizon or -rewards[b - 1] < tasks[t, 1]
+            r = rewards[a:b]
+            to_go = [sum(gamma ** (j - i) * r[j] for j in range(i, b - a)) for i in range(b - a)]
+            torch.testing.assert_close(to_go_of[a:b], torch.stack(to_go))
+            sums.append(r.sum())
         torch.testing.assert_close(filled.undiscounted_return()[t], torch.stack(sums).mean())
-    assert (returns[filled.mask == 0] == 0).all()
     torch.testing.assert_close(plain.returns(gamma), Paths(*pytree.tree_leaves(plain), time=plain.step_times())
                                .returns(gamma))  # one episode per row: the two ways agree

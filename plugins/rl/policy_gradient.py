@@ -110,8 +110,9 @@ def sample_actions(module: nn.Module, params: Params, observations: Tensor, gene
 class Paths:
     """Trajectories padded to the horizon H: observations [T, N, H, obs], actions [T, N, H, act], rewards [T, N, H],
     mask [T, N, H] (float: 1 on the steps kept, 0 elsewhere); T tasks of N rows each. `time` [T, N, H] (float) is
-    each step's index within its episode where a row holds several episodes one after another (`rollout`'s
-    `fill_env_steps`); None: each row is one episode from step 0.
+    each step's index within its episode where a task's episodes follow one another along its rows, an episode
+    continuing from the end of one row to the next (`rollout`'s `fill_env_steps`); None: each row is one episode
+    from step 0.
 
     The methods accept any leading shape (one task's paths are [N, H, ...]); registered as a pytree, so `vmap`
     maps over its tensors.
@@ -132,16 +133,20 @@ class Paths:
 
     def returns(self, gamma: float) -> Tensor:
         """Discounted reward-to-go within each episode [..., H], zero on the steps not kept."""
-        steps = torch.arange(self.rewards.shape[-1], device=self.rewards.device)
-        lag = steps[None, :] - steps[:, None]  # lag[i, j] = j - i
-        discount = torch.tensor(gamma, dtype=self.rewards.dtype, device=self.rewards.device) ** lag.clamp(min=0)
-        discount = torch.where(lag >= 0, discount, 0)
         rewards = self.rewards * self.mask
         if self.time is None:
-            return rewards @ discount.mT * self.mask
-        episode = (self.time == 0).cumsum(-1)  # which episode of its row each step belongs to
-        same = episode[..., :, None] == episode[..., None, :]
-        return (torch.where(same, discount, 0) @ rewards[..., None]).squeeze(-1) * self.mask
+            steps = torch.arange(self.rewards.shape[-1], device=self.rewards.device)
+            lag = steps[None, :] - steps[:, None]  # lag[i, j] = j - i
+            discount = torch.tensor(gamma, dtype=self.rewards.dtype, device=self.rewards.device) ** lag.clamp(min=0)
+            return rewards @ torch.where(lag >= 0, discount, 0).mT * self.mask
+        # episodes follow one another along the rows of a task (at most H steps each)
+        flat, time = rewards.flatten(-2), self.time.flatten(-2)
+        episode = (time == 0).cumsum(-1)
+        to_go = flat.clone()
+        for lag in range(1, self.rewards.shape[-1]):
+            same = episode[..., lag:] == episode[..., :-lag]
+            to_go[..., :-lag] += gamma**lag * torch.where(same, flat[..., lag:], 0)
+        return to_go.reshape(self.rewards.shape) * self.mask
 
     def episodes(self) -> Tensor:
         """The number of episodes of each task [...] (the leading shape without the rows and steps)."""
@@ -179,8 +184,10 @@ def rollout(
     With `fill_env_steps`, a task's batch is N x H env steps of whole episodes rather than N episodes, as rllab's
     sampler counted its batch: every env starts a new episode (`restart`) whenever one ends, until the finished
     episodes of its task hold N x H steps (or `FILL_LIMIT` x H steps have passed); the episodes then still running
-    are dropped (mask 0), as rllab dropped unfinished paths. A row then holds its episodes one after another
-    (`Paths.time`) and is L >= H steps long; where no episode ends early the paths are the same as without.
+    are dropped, as rllab dropped unfinished paths. Each task's kept steps, env by env, are then packed into rows
+    of H (`Paths.time` says where episodes start; one may continue into the next row): [T, R, H, ...] with R >= N
+    rows, as many as the task keeping the most steps needs, so that the work on a batch follows its env steps.
+    Where no episode ends early the paths are the same as without.
     """
     n_tasks, n = tasks.shape[0], n_trajectories
     env = env_factory(tasks.repeat_interleave(n, dim=0))
@@ -216,16 +223,29 @@ def rollout(
             obs = next_obs
         if not alive.any():
             break
-    steps = h
-    if fill_env_steps:  # keep each env's steps up to the end of its last finished episode
-        last_end = torch.where(ended.any(-1), length - 1 - ended.flip(-1).to(torch.int8).argmax(-1), -1)
-        mask = (torch.arange(length, device=obs.device) <= last_end[:, None]).to(mask.dtype)
-        observations, actions = observations * mask[..., None], actions * mask[..., None]
-        rewards, times = rewards * mask, times * mask
-        steps = max(h, int(last_end.max()) + 1)
-    shaped = [x[:, :steps].reshape(n_tasks, n, steps, *x.shape[2:])
-              for x in (observations, actions, rewards, mask, times)]
-    return Paths(*shaped[:4], time=shaped[4] if fill_env_steps else None)
+    if not fill_env_steps:
+        return Paths(*(x.reshape(n_tasks, n, h, *x.shape[2:]) for x in (observations, actions, rewards, mask)))
+    last_end = torch.where(ended.any(-1), length - 1 - ended.flip(-1).to(torch.int8).argmax(-1), -1)
+    kept = torch.arange(length, device=obs.device) <= last_end[:, None]  # up to the end of the last finished episode
+    return _pack(kept.reshape(n_tasks, n * length), h, *(x.reshape(n_tasks, n * length, *x.shape[2:])
+                                                           for x in (observations, actions, rewards, times)))
+
+
+def _pack(kept: Tensor, h: int, observations: Tensor, actions: Tensor, rewards: Tensor, times: Tensor) -> Paths:
+    """Each task's kept steps [T, S] (bool), in order, laid out in rows of H: `Paths` [T, R, H, ...] with R the
+    fewest rows that hold the most steps kept by a task; episodes continue from one row to the next."""
+    count = int(kept.sum(-1).max())
+    rows = -(-count // h)
+    order = torch.argsort((~kept).to(torch.int8), dim=-1, stable=True)[:, :rows * h]  # kept steps first, in order
+    mask = kept.gather(-1, order).to(rewards.dtype)
+
+    def packed(x: Tensor) -> Tensor:
+        picked = x.gather(1, order.reshape(*order.shape, *(1,) * (x.ndim - 2)).expand(-1, -1, *x.shape[2:]))
+        picked = picked * mask.reshape(*mask.shape, *(1,) * (x.ndim - 2))
+        return picked.reshape(len(x), rows, h, *x.shape[2:])
+
+    return Paths(packed(observations), packed(actions), packed(rewards), mask.reshape(len(kept), rows, h),
+                 time=packed(times))
 
 
 def _features(paths: Paths) -> Tensor:
