@@ -12,8 +12,9 @@ from harness.tables import PaperCell, Select, TableSpec, paper_cells
 REFERENCE = Path(__file__).parent / "reference" / "paper-results.csv"
 RELEASED = Path(__file__).parent / "reference" / "figure-4-5-official-results.csv"
 RL_STEPS = {"0 steps": 0, "1 step": 1, "2 steps": 2, "3 steps": 3}
-NAVIGATION = {"20 trajectories": Select(shots=40, where={"trajectories": 20})}
-"""2D navigation: meta-trained on 20 paths per task and step, evaluated with 40 paths per step (paper Table 4)."""
+NAVIGATION = {"20 trajectories": Select(shots=40, where={"trajectories": 20, "fill_env_steps": True})}
+"""2D navigation: meta-trained on 20 x 100 env steps of whole paths per task and step, evaluated on 40 x 100 per
+step (paper Table 4; runs from before `fill_env_steps`, batches of 20 and 40 paths, are not mixed in)."""
 RL_ROWS = {"MAML": "maml", "first-order MAML": "fomaml", "context vector": "context", "pretrain": "pretrain",
            "random init": "scratch", "oracle": "oracle"}
 """The RL learners by the names of the released results (`RELEASED`)."""
