@@ -75,7 +75,7 @@ class Navigation2D:
     def rollout(self, policy: Forward, params: Params, tasks: Tensor, trajectories: int,
                 generator: torch.Generator) -> Paths:
         return rollout(NavigationBatch, policy, params, tasks, trajectories, generator, action_scale=ACTION_SCALE,
-                       fill_env_steps=self.config["fill_env_steps"])
+                       fill_env_steps=self.config.get("fill_env_steps", False))  # runs from before it: paths
 
     def trainer(self, config: Mapping[str, Any]) -> TRPOTrainer:
         return TRPOTrainer(self, config)

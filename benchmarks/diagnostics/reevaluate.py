@@ -4,7 +4,8 @@ diagnostic (choosing a test-time setting on the test tasks would be tuning on th
     python benchmarks/diagnostics/reevaluate.py results/store/navigation2d-maml-paper-s0-40a2796edb \
         later_inner_lr=0.1 later_inner_lr=0.025 eval_trajectories=160
 
-Prints the mean score per step for the run's own config and then for each `key=value` (one override at a time).
+Prints the mean score per step for the run's own config and then for each `key=value` (one override at a time); a
+key the run's config lacks (newer than the run) takes its type from the suite's current profile.
 """
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ from harness.runner import tqdm_progress
 def mean_by_step(run_dir: Path, overrides: dict[str, str]) -> dict[int, float]:
     """The mean score per step over the test tasks of the model in `run_dir`, its config changed by `overrides`."""
     config = json.loads((run_dir / CONFIG).read_text())
-    config.update({key: coerce(key, raw, config[key]) for key, raw in overrides.items()})
     reg = registry()
+    current = reg.suite(config["suite"]).profiles[config["profile"]]  # for keys newer than the run
+    for key, raw in overrides.items():
+        if key not in config and key not in current:
+            raise SystemExit(f"error: unknown config key {key!r} for {run_dir.name}")
+        config[key] = coerce(key, raw, config.get(key, current.get(key)))
     suite, learner = reg.suite(config["suite"])(config), reg.learner(config["learner"])(config)
     torch.set_num_threads(config["threads"])
     state = torch.load(run_dir / MODEL, weights_only=True)
