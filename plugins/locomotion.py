@@ -39,6 +39,9 @@ SMOKE: Mapping[str, Any] = {
     "eval_steps": 1, "cg_iters": 2, "threads": 1, "sampler_threads": 1,
 }
 QUICK: Mapping[str, Any] = {"meta_iterations": 30, "meta_batch": 20, "trajectories": 10, "eval_tasks": 20}
+ANT: Mapping[str, Any] = {"fill_env_steps": True}
+"""The ant's episodes end early (unhealthy torso), so its batches are counted in env steps as the released code's
+sampler counted them (`rollout`'s `fill_env_steps`); the cheetah's never do, and would get the same batches."""
 
 
 class LocomotionSuite:
@@ -80,7 +83,8 @@ class LocomotionSuite:
         """Rollouts of every task's policy, all simulated together; the initial states are drawn from `generator`
         (the simulations are kept from one call to the next)."""
         return rollout(lambda t: LocomotionBatch(self.family, t, generator, self._simulator(len(t))),
-                       policy, params, tasks, trajectories, generator)
+                       policy, params, tasks, trajectories, generator,
+                       fill_env_steps=self.config.get("fill_env_steps", False))
 
     def _simulator(self, size: int) -> Simulator:
         if size not in self._simulators:
@@ -115,6 +119,8 @@ class AntVelocity(LocomotionSuite):
 
     family = name = "ant-velocity"
     feature_names = ("goal_velocity",)
+    profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "smoke": {**PAPER, **SMOKE, **ANT}, "quick": {**PAPER, **QUICK, **ANT}, "paper": {**PAPER, **ANT}}
 
 
 class AntDirection(LocomotionSuite):
@@ -123,9 +129,9 @@ class AntDirection(LocomotionSuite):
     family = name = "ant-direction"
     feature_names = ("direction",)
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {
-        "smoke": {**PAPER, **SMOKE},
-        "quick": {**PAPER, **QUICK, "trajectories": 20},
-        "paper": {**PAPER, "trajectories": 40, "eval_trajectories": 40},
+        "smoke": {**PAPER, **SMOKE, **ANT},
+        "quick": {**PAPER, **QUICK, **ANT, "trajectories": 20},
+        "paper": {**PAPER, **ANT, "trajectories": 40, "eval_trajectories": 40},
     }
 
 

@@ -169,6 +169,34 @@ def test_simulation_error_is_reported_and_masked(family: str, simulator: type):
     assert not batch.failed.any()
 
 
+@pytest.mark.parametrize(("family", "simulator"),
+                         [("cheetah-velocity", BatchSimulator), ("ant-direction", LoopSimulator)])
+def test_restart_starts_new_episodes_in_some_envs_and_leaves_the_others_running(family: str, simulator: type):
+    """`restart` (for batches counted in env steps): the restarted envs start from a fresh initial state, as a
+    gymnasium env reset there goes on (same observations and rewards), with their own step count towards the horizon;
+    the others run on exactly as without the restart."""
+    tasks, actions = TASKS[family], _actions(family, 3, steps=12, scale=0.5)
+    plain, batch = _batch(family, tasks), _batch(family, tasks)
+    assert isinstance(batch.sim, simulator)
+    plain.reset(), batch.reset()
+    expected = [plain.step(action) for action in actions]
+    for action in actions[:5]:
+        batch.step(action)
+    restarted = batch.restart(torch.tensor([False, True, False]))
+    qpos, qvel = batch.state()
+    assert batch.steps.tolist() == [5, 0, 5] and not batch.done.any()
+    assert not torch.equal(restarted[1], expected[4][0][1])
+    gym_obs, gym_rewards, _, _ = _gym_episode(gymnasium.make(FAMILIES[family].env_id), qpos[1], qvel[1],
+                                              batch.tasks[1], actions[5:, 1])
+    assert torch.equal(restarted[1], _f32(gym_obs[0]))
+    for t, action in enumerate(actions[5:], start=5):
+        observations, rewards, done = batch.step(action)
+        assert torch.equal(observations[[0, 2]], expected[t][0][[0, 2]])
+        assert torch.equal(rewards[[0, 2]], expected[t][1][[0, 2]])
+        assert torch.equal(observations[1], _f32(gym_obs[t - 4])) and rewards[1] == _f32(gym_rewards[t - 5])
+    assert batch.steps.tolist() == [12, 7, 12]
+
+
 def test_rollout_with_env_factory_reuses_simulations():
     """`rollout` drives the sampler (T tasks x N paths, mask 1 on every step of the never-ending cheetah) and the
     factory keeps its simulations from one rollout to the next."""

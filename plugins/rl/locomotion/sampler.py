@@ -19,10 +19,10 @@ from plugins.rl.locomotion.tasks import HORIZON, RESET_NOISE, family_of, load_mo
 class LocomotionBatch:
     """E environments of one family (one task each), float32 tensors on the tasks' device.
 
-    All environments reset together and share the step counter. An environment is done when it terminates (ant:
-    unhealthy), fails (a MuJoCo warning or error: it is counted in `failed`, rewarded 0 for that step and a
-    RuntimeWarning names how many failed) or reaches the horizon 200; a done environment is no longer simulated, keeps
-    its last observation and returns reward 0 and done True until the next `reset`."""
+    An environment is done when it terminates (ant: unhealthy), fails (a MuJoCo warning or error: it is counted in
+    `failed`, rewarded 0 for that step and a RuntimeWarning names how many failed) or reaches the horizon 200 steps
+    after its episode began; a done environment is no longer simulated, keeps its last observation and returns reward
+    0 and done True until `reset` (all) or `restart` (some) starts a new episode."""
 
     horizon: int = HORIZON
 
@@ -48,18 +48,33 @@ class LocomotionBatch:
         self.failed = torch.zeros(len(tasks), dtype=torch.bool)
 
     def reset(self) -> Tensor:
-        """Draw every environment's initial state as gymnasium v5 (qpos0 + U(-0.1, 0.1), 0.1 * N(0, 1)) from the
-        generator -> observations [E, obs]."""
-        n, g = len(self.tasks), self.generator
+        """Draw every environment's initial state (`_initial_states`) -> observations [E, obs]."""
+        return self.reset_to(*self._initial_states(len(self.tasks)))
+
+    def restart(self, which: Tensor) -> Tensor:
+        """Start a new episode, from an initial state drawn as `reset`'s, in the environments where `which` [E]
+        (bool) holds; the others go on -> observations [E, obs] of all."""
+        ids = np.flatnonzero(which.cpu().numpy())
+        if len(ids):
+            self.sim.reset(*self._initial_states(len(ids)), ids)
+            self.steps[ids], self.done[ids] = 0, False
+            self._x[ids] = self._x_position()[ids]
+            self._observations[ids] = self._observe(self._contact_forces())[ids]
+        return self._tensor(self._observations)
+
+    def _initial_states(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n initial states drawn from the generator as gymnasium v5's: qpos0 + U(-0.1, 0.1) [n, nq], 0.1 N(0, 1)
+        [n, nv]."""
+        g = self.generator
         uniform = torch.rand(n, len(self._init_qpos), generator=g, device=g.device, dtype=torch.float64)
         normal = torch.randn(n, len(self._init_qvel), generator=g, device=g.device, dtype=torch.float64)
         qpos = self._init_qpos + (uniform.cpu().numpy() * 2 - 1) * RESET_NOISE
-        return self.reset_to(qpos, self._init_qvel + RESET_NOISE * normal.cpu().numpy())
+        return qpos, self._init_qvel + RESET_NOISE * normal.cpu().numpy()
 
     def reset_to(self, qpos: np.ndarray, qvel: np.ndarray) -> Tensor:
         """Reset to the states qpos [E, nq], qvel [E, nv] (as gymnasium's `set_state`) -> observations [E, obs]."""
         self.sim.reset(qpos, qvel)
-        self.steps = 0
+        self.steps = np.zeros(len(self.tasks), dtype=np.int64)  # of each environment's episode
         self.done = np.zeros(len(self.tasks), dtype=bool)
         self.failed = torch.zeros(len(self.tasks), dtype=torch.bool)
         self._x = self._x_position()
@@ -115,7 +130,7 @@ class LocomotionBatch:
             return
         self.failed |= torch.from_numpy(failed)
         warnings.warn(f"{self.family.name}: {int(failed.sum())} of {len(failed)} MuJoCo simulations failed at step "
-                      f"{self.steps} (a NaN, inf or huge state, or a MuJoCo error); they are done from this step, "
+                      f"{int(self.steps.max())} (a NaN, inf or huge state, or a MuJoCo error); they are done from this step, "
                       "rewarded 0", RuntimeWarning, stacklevel=3)
 
 

@@ -32,8 +32,9 @@ class Simulator(Protocol):
     qpos: np.ndarray
     qvel: np.ndarray
 
-    def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        """Reset every simulation to MuJoCo's defaults with this state (then mj_forward), clearing warnings."""
+    def reset(self, qpos: np.ndarray, qvel: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Reset simulations `ids` (None: all) to MuJoCo's defaults with the states qpos [len(ids), nq] and qvel
+        [len(ids), nv] (then mj_forward), clearing their warnings; the others are untouched."""
         ...
 
     def step(self, ctrl: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -56,11 +57,12 @@ class BatchSimulator:
         self.qpos, self.qvel, self._ctrl = (self.batch.bind(name) for name in ("qpos", "qvel", "ctrl"))
         self._errors = np.zeros(size, dtype=bool)
 
-    def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        self.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
-        self.qpos[:], self.qvel[:] = qpos, qvel
-        self._errors[:] = False
-        self._call(self.batch.forward)
+    def reset(self, qpos: np.ndarray, qvel: np.ndarray, ids: np.ndarray | None = None) -> None:
+        rows = slice(None) if ids is None else ids
+        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self.qpos[rows], self.qvel[rows] = qpos, qvel
+        self._errors[rows] = False
+        self._call(self.batch.forward, ids)
 
     def step(self, ctrl: np.ndarray, ids: np.ndarray) -> np.ndarray:
         self._ctrl[ids] = ctrl[ids]
@@ -96,12 +98,13 @@ class LoopSimulator:
         """[E, 6 (nbody - 1)] clip(cfrc_ext[1:], -1, 1), flattened as in gymnasium Ant-v5's observation."""
         return np.clip(self._cfrc_ext, -1.0, 1.0).reshape(self.size, -1)
 
-    def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+    def reset(self, qpos: np.ndarray, qvel: np.ndarray, ids: np.ndarray | None = None) -> None:
         """As gymnasium's reset: mj_resetData, the state, mj_forward (cfrc_ext stays zero until the first step)."""
-        self._failed[:] = False
-        for i, data in enumerate(self.datas):
+        for j, i in enumerate(range(self.size) if ids is None else ids):
+            data = self.datas[i]
+            self._failed[i] = False
             mujoco.mj_resetData(self.model, data)
-            data.qpos[:], data.qvel[:] = qpos[i], qvel[i]
+            data.qpos[:], data.qvel[:] = qpos[j], qvel[j]
             try:
                 mujoco.mj_forward(self.model, data)
             except mujoco.FatalError:
