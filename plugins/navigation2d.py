@@ -6,7 +6,7 @@ state-independent log-std; inner step REINFORCE with the linear feature baseline
 Batches are counted in env steps as the released code's sampler counted them (`fill_env_steps`): a task's
 `trajectories` x 100 steps of whole paths, so more paths where episodes end at the goal.
 
-`inner_lr` 0.1 as the paper (the released point-robot code used 0.5: `--set inner_lr=0.5,later_inner_lr=0.25`
+`inner_lr` 0.1 as the paper (the released point-robot code used 0.5: `--set inner_lr=0.5 --set later_inner_lr=0.25`
 reproduces it), `later_inner_lr` 0.05 for the later evaluation steps. The oracle sees the goal as extra inputs; the
 baselines' fine-tuning step size is tuned on validation goals (`plugins.rl.evaluation.validation_returns`).
 """

@@ -130,8 +130,8 @@ class LocomotionBatch:
             return
         self.failed |= torch.from_numpy(failed)
         warnings.warn(f"{self.family.name}: {int(failed.sum())} of {len(failed)} MuJoCo simulations failed at step "
-                      f"{int(self.steps.max())} (a NaN, inf or huge state, or a MuJoCo error); they are done from this step, "
-                      "rewarded 0", RuntimeWarning, stacklevel=3)
+                      f"{int(self.steps[failed].max())} of their episode (a NaN, inf or huge state, or a MuJoCo "
+                      "error); they are done from this step, rewarded 0", RuntimeWarning, stacklevel=3)
 
 
 def env_factory(family: str, generator: torch.Generator, threads: int = 0) -> Callable[[Tensor], LocomotionBatch]:
