@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import itertools
 import multiprocessing
-import os
 import signal
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 
 from harness import runner
 from harness.errors import UsageError
+from harness.machine import cpu_count
 from harness.plugins import registry
 from harness.protocols import Progress
 from harness.runner import RunSpec
@@ -83,6 +83,8 @@ def process_pool(sweep: Sweep, jobs: int, progress: Progress, report: Report) ->
     starts only when one finishes, so that Ctrl-C (which reaches the workers too: each running unit stops at its
     next checkpoint) starts no further unit, even in a command started with SIGINT ignored (`command &` in a
     script)."""
+    if (warning := oversubscription(sweep.units, jobs, cpu_count())) is not None:
+        print(warning, file=sys.stderr, flush=True)
     context = multiprocessing.get_context("spawn")
     pending = iter(sweep.units)
 
@@ -103,6 +105,16 @@ def process_pool(sweep: Sweep, jobs: int, progress: Progress, report: Report) ->
         except KeyboardInterrupt:
             concurrent.futures.wait(running)  # the running units stop at their checkpoints
             raise
+
+
+def oversubscription(units: Sequence[runner.PreparedRun], jobs: int, cpus: int) -> str | None:
+    """A one-line warning when `jobs` units at once would run more torch threads (each unit's `threads`) than the
+    `cpus` there are, else None: oversubscribed, every unit slows down far more than in proportion."""
+    threads = sorted((u.config.get("threads", 1) for u in units), reverse=True)[:jobs]
+    if sum(threads) <= cpus:
+        return None
+    return (f"warning: --jobs {jobs} runs up to {sum(threads)} torch threads at once on {cpus} CPUs, so each unit "
+            f"slows down several times over; use --jobs {max(1, cpus // max(threads))} or --set threads=1")
 
 
 @contextlib.contextmanager
@@ -192,7 +204,7 @@ def choose(executor: str | None, jobs: int | None, address: str | None) -> tuple
     """The executor and pool size the flags ask for: `--jobs N` (N > 1) alone means a process pool; every
     inconsistent combination is a UsageError."""
     if jobs is not None and jobs < 1:
-        raise UsageError(f"--jobs {jobs}: give a positive number of processes, e.g. --jobs {os.cpu_count() or 2}")
+        raise UsageError(f"--jobs {jobs}: give a positive number of processes, e.g. --jobs {cpu_count()}")
     if executor is None:
         executor = "pool" if jobs is not None and jobs > 1 else "inprocess"
     if executor not in EXECUTORS:

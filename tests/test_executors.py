@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -70,6 +71,15 @@ def test_inconsistent_executor_flags_are_usage_errors(executor, jobs, address, m
 def test_jobs_alone_means_a_process_pool():
     assert executors.choose(None, 3, None) == ("pool", 3)
     assert executors.choose(None, None, None) == ("inprocess", 1)
+
+
+def test_more_threads_than_cpus_in_a_pool_is_warned_about():
+    units = [SimpleNamespace(config={"threads": t}) for t in (2, 2, 1)]
+    assert executors.oversubscription(units, 1, 2) is None
+    assert executors.oversubscription(units[2:], 2, 2) is None
+    warning = executors.oversubscription(units, 2, 2)
+    assert warning == ("warning: --jobs 2 runs up to 4 torch threads at once on 2 CPUs, so each unit slows down "
+                       "several times over; use --jobs 1 or --set threads=1")
 
 
 def test_status_shows_done_failed_interrupted_and_pending_units(tmp_path, capsys):

@@ -12,7 +12,6 @@ Both report simulation failures instead of keeping them: MuJoCo resets a simulat
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -20,6 +19,7 @@ import mujoco
 import mujoco.batch
 import numpy as np
 
+from harness.machine import cpu_count
 from plugins.rl.locomotion.tasks import Robot, load_model
 
 TORSO = 1  # gymnasium v5's main body of both robots
@@ -41,11 +41,6 @@ class Simulator(Protocol):
         """Step simulations `ids` by the robot's frame skip with ctrl[ids] (ctrl [E, act]) -> failed [len(ids)] bool:
         those that raised a MuJoCo warning or error since their reset (their state is then meaningless)."""
         ...
-
-
-def cpu_count() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class BatchSimulator:
