@@ -43,9 +43,11 @@ class PointEnv:
         self.pos = torch.zeros_like(self.goal)
         self.done = torch.zeros_like(self.goal, dtype=torch.bool)
         self.steps = torch.zeros_like(self.goal, dtype=torch.long)
+        self.restarts = torch.zeros_like(self.goal, dtype=torch.long)
         return self.pos[:, None].clone()
 
     def restart(self, which: Tensor) -> Tensor:
+        self.restarts = self.restarts + which
         self.pos = torch.where(which, 0, self.pos)
         self.done = self.done & ~which
         self.steps = torch.where(which, 0, self.steps)
@@ -331,7 +333,8 @@ def test_filling_env_steps_packs_whole_episodes_and_drops_the_unfinished_ones_as
     policy, params = policy_and_params((4,))
     noisy = per_task(params, params, params, params, {k: v + 0.5 for k, v in params.items()})
     horizon, n, gamma = 10, 3, 0.9
-    make = lambda t: PointEnv(t, horizon=horizon)
+    envs: list[PointEnv] = []
+    make = lambda t: envs.append(PointEnv(t, horizon=horizon)) or envs[-1]
     # tasks 0 and 1 end at random steps (goal near, wide tolerance), task 2 never ends early, task 3 on every step
     tasks = torch.tensor([[0.15, 0.1], [-0.2, 0.1], [0.0, 0.0], [0.0, 100.0]], dtype=DTYPE)
     plain = rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0))
@@ -341,6 +344,7 @@ def test_filling_env_steps_packs_whole_episodes_and_drops_the_unfinished_ones_as
     for a, b in zip(pytree.tree_leaves(plain), pytree.tree_leaves(filled)):  # no early end: the same paths
         assert torch.equal(a[2], b[2, :n]) and (b[2, n:] == 0).all()
     assert filled.episodes()[3] == n * horizon  # one-step episodes, each env's first H
+    assert (envs[-1].restarts[3 * n:] == horizon - 1).all()  # and no restart once the task is full
     assert filled.episodes()[0] > n and filled.episodes()[1] > n
     assert (filled.mask.sum((-2, -1)) >= n * horizon).all()  # each task's batch: at least N x H steps
 

@@ -183,8 +183,8 @@ def rollout(
 
     With `fill_env_steps`, a task's batch is N x H env steps of whole episodes rather than N episodes, as rllab's
     sampler counted its batch: every env starts a new episode (`restart`) whenever one ends, until the finished
-    episodes of its task hold N x H steps (or `FILL_LIMIT` x H steps have passed); the episodes then still running
-    are dropped, as rllab dropped unfinished paths. Each task's kept steps, env by env, are then packed into rows
+    episodes of its task hold N x H steps (or `FILL_LIMIT` x H steps have passed; a full task's envs are not
+    restarted); the episodes then still running are dropped, as rllab dropped unfinished paths. Each task's kept steps, env by env, are then packed into rows
     of H (`Paths.time` says where episodes start; one may continue into the next row): [T, R, H, ...] with R >= N
     rows, as many as the task keeping the most steps needs, so that the work on a batch follows its env steps.
     Where no episode ends early the paths are the same as without.
@@ -217,7 +217,7 @@ def rollout(
             full = finished.reshape(n_tasks, n).sum(-1) >= n * h
             alive = alive & ~full.repeat_interleave(n)
             time = torch.where(done, 0, time + 1)
-            obs = env.restart(done)
+            obs = env.restart(done & alive)  # a full task's envs stay done (not simulated)
         else:
             alive = alive & ~done
             obs = next_obs
