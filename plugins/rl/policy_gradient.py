@@ -184,9 +184,10 @@ def rollout(
     With `fill_env_steps`, a task's batch is N x H env steps of whole episodes rather than N episodes, as rllab's
     sampler counted its batch: every env starts a new episode (`restart`) whenever one ends, until the finished
     episodes of its task hold N x H steps (or `FILL_LIMIT` x H steps have passed; a full task's envs are not
-    restarted); the episodes then still running are dropped, as rllab dropped unfinished paths. Each task's kept steps, env by env, are then packed into rows
-    of H (`Paths.time` says where episodes start; one may continue into the next row): [T, R, H, ...] with R >= N
-    rows, as many as the task keeping the most steps needs, so that the work on a batch follows its env steps.
+    restarted); the episodes then still running are dropped, as rllab dropped unfinished paths. Each task's kept
+    steps, env by env, are then packed into rows of H (`Paths.time` says where episodes start; one may continue into
+    the next row): [T, R, H, ...] with R >= N rows, as many as the task keeping the most steps needs, so that the
+    work on a batch follows its env steps.
     Where no episode ends early the paths are the same as without.
     """
     n_tasks, n = tasks.shape[0], n_trajectories
