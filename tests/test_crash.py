@@ -70,19 +70,34 @@ def intact(out):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def whole_run(tmp_path_factory):
+    """The uninterrupted sweep: (its scores, seconds of start-up - `harness list`, which loads what `run` loads
+    before its first unit -, seconds of the whole sweep from start to exit)."""
     out = tmp_path_factory.mktemp("whole")
+    begin = time.monotonic()
+    subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, check=True, timeout=120)
+    startup = time.monotonic() - begin
+    begin = time.monotonic()
     finish(out, "--set", "checkpoint_every=2")
-    return scores(out)
+    return scores(out), startup, time.monotonic() - begin
 
 
-def test_sigkill_at_random_points_loses_nothing_and_resumes_to_identical_scores(tmp_path, uninterrupted, capsys):
+@pytest.fixture(scope="module")
+def uninterrupted(whole_run):
+    return whole_run[0]
+
+
+def test_sigkill_at_random_points_loses_nothing_and_resumes_to_identical_scores(tmp_path, whole_run, capsys):
+    uninterrupted, startup, seconds = whole_run
     rng = random.Random(int(os.environ.get("HARNESS_KILL_SEED", time.time_ns() % 2**32)))
+    # a process lives from half its start-up to its start-up and 1/KILLS of the sweep's work, so that the first
+    # KILLS - 1 processes cannot finish the sweep on a fast machine nor leave most of it unkilled on a slow one
+    longest = startup + max(1.0, (seconds - startup) / KILLS)
     kept: dict[str, list] = {}  # the scores of every run seen done, which no later kill may change
     kills = []
     while len(kills) < KILLS:
         process = start(tmp_path, "--set", "checkpoint_every=2")
-        delay = rng.uniform(1.0, 12.0)
+        delay = rng.uniform(startup / 2, longest)
         try:
             process.wait(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -101,8 +116,9 @@ def test_sigkill_at_random_points_loses_nothing_and_resumes_to_identical_scores(
     assert query(tmp_path, "SELECT DISTINCT status FROM runs") == [("done",)]
     final = scores(tmp_path)
     with capsys.disabled():
-        print(f"\nSIGKILL test: {len(kills)} kills, after {'; '.join(kills)} of each process; "
-              f"final scores: {len(final)} cells, {'identical' if final == uninterrupted else 'DIFFERENT'} to the "
+        same = "identical" if final == uninterrupted else "DIFFERENT"
+        print(f"\nSIGKILL test: {len(kills)} kills ({seconds:.1f} s uninterrupted, {startup:.1f} s start-up), "
+              f"after {'; '.join(kills)} of each process; final scores: {len(final)} cells, {same} to the "
               "uninterrupted run's; PRAGMA integrity_check ok")
     assert len(kills) >= 5, "the sweep finished too fast to be killed 5 times; raise meta_iterations"
     assert final == uninterrupted
