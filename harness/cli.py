@@ -69,6 +69,11 @@ def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int
     out = _writable_dir(args.out, "--out")
     store = Store(out)
     command = tables.command_line(argv)
+    if args.resume_from is not None:
+        if len(prepared) != 1:
+            raise UsageError(f"--resume-from continues one run, this command has {len(prepared)}; "
+                             "give one learner, seed and setting")
+        runner.continue_from(prepared[0], args.resume_from, store, out)
     store.add_sweep([SweepUnit(r.run_id, r.spec.suite, r.spec.learner, r.spec.setting, r.spec.profile,
                                r.spec.seed) for r in prepared], command)
     sweep = executors.Sweep(prepared, out, command, args.rerun)
@@ -164,7 +169,10 @@ def _json_or_text(value: str) -> object:
 
 def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
     """Run the learners (seed 0, CPU) and compare their per-task scores with the reference, or record them there
-    with --update. Exit 1 when a cell is significantly and practically worse, or a run failed."""
+    with --update (and with --spread-seeds N the spread of seeds 0..N-1). Exit 1 when a cell is significantly and
+    practically worse, or a run failed."""
+    import pandas as pd
+
     from harness import regression
 
     suite = reg.suite(args.suite)
@@ -172,37 +180,55 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
                 else [name for name, p in sorted(reg.learners.items()) if p.obj.applies_to(suite)])
     if not learners:
         raise UsageError(f"no installed learner applies to suite {args.suite}; see `python -m harness list`")
-    prepared = runner.plan([runner.RunSpec(args.suite, learner, args.profile) for learner in learners], reg)
+    if args.spread_seeds is not None and (not args.update or args.spread_seeds < regression.MIN_SEEDS):
+        raise UsageError(f"--spread-seeds records a reference's seed spread: use it with --update and at least "
+                         f"{regression.MIN_SEEDS} seeds")
+    seeds = range(args.spread_seeds or 1)
+    prepared = runner.plan([runner.RunSpec(args.suite, learner, args.profile, seed)
+                            for seed in seeds for learner in learners], reg)
     path = regression.reference_path(args.reference, args.suite, args.profile)
+    spread_path = regression.seeds_path(args.reference, args.suite, args.profile)
     if args.update:
         _writable_dir(args.reference, "--reference")
     reference = regression.load_reference(path, missing_ok=args.update)
+    spread = regression.load_seeds(spread_path)
     out = _writable_dir(args.out, "--out")
     store = Store(out)
     command = tables.command_line(argv)
     progress = runner.tqdm_progress(not args.quiet)
-    learner_of = {run.run_id: run.spec.learner for run in prepared}
+    unit = {run.run_id: (run.spec.learner, run.spec.seed) for run in prepared}
     outcomes = executors.execute(executors.Sweep(prepared, out, command), "inprocess", 1, None, progress)
-    failed = [learner_of[o.run_id] for o in outcomes if o.status == "failed"]
-    scores = store.scores(learner_of)
+    failed = sorted({unit[o.run_id][0] for o in outcomes if o.status == "failed"})
+    scores = store.scores(unit)
     store.close()
-    new = regression.reduce(scores.assign(learner=scores.run_id.map(learner_of)))
+    scores = scores.assign(learner=scores.run_id.map(lambda r: unit[r][0]),
+                           seed=scores.run_id.map(lambda r: unit[r][1]))
+    new = regression.reduce(scores[scores.seed == 0])
     if args.update:
         if failed:
             print(f"check failed: run failed: {', '.join(failed)}; reference not written", file=sys.stderr)
             return 1
         regression.write_reference(path, regression.replace_learners(reference, new))
-        print(f"wrote the reference of {', '.join(learners)} to {path}", file=sys.stderr)
+        if args.spread_seeds is not None:
+            reduced = pd.concat([regression.reduce(g).assign(seed=seed) for seed, g in scores.groupby("seed")])
+            regression.write_seeds(spread_path, regression.replace_learners(spread, regression.seed_centres(reduced)))
+        elif not spread.empty:  # the recorded spread belonged to the replaced seed-0 runs' code: drop it
+            regression.write_seeds(spread_path, spread[~spread.learner.isin(learners)])
+        print(f"wrote the reference of {', '.join(learners)} to {path}"
+              + (f" and the spread of seeds 0-{args.spread_seeds - 1} to {spread_path}" if args.spread_seeds else ""),
+              file=sys.stderr)
         return 0
-    result = regression.compare(reference, new)
+    result = regression.compare(reference, new, seeds=spread)
     shown = result.astype(object).where(result.notna(), None)
     print(tabulate(shown, headers=["learner", "metric", "shots", "step", "tasks", "reference mean", "new mean",
-                                   "mean difference", "p (Bonferroni)", "verdict"],
-                   tablefmt="github", showindex=False, missingval="", floatfmt=("", "", "", "", "", ".4g", ".4g",
-                                                                                ".3g", ".2g", "")))
+                                   "mean difference", "p (Bonferroni)", "seeds low", "seeds high", "verdict"],
+                   tablefmt="github", showindex=False, missingval="",
+                   floatfmt=("", "", "", "", "", ".4g", ".4g", ".3g", ".2g", ".4g", ".4g", "")))
     print(f"worse (better): one-sided Wilcoxon signed-rank p < {regression.ALPHA} after Bonferroni over "
-          f"{(result.verdict != 'no reference').sum()} cells, and the mean (the median where a task diverged) worse "
-          f"(better) by more than {regression.RELATIVE_TOLERANCE:.0%}")
+          f"{(result.verdict != 'no reference').sum()} cells, the mean (the median where a task diverged) worse "
+          f"(better) by more than {regression.RELATIVE_TOLERANCE:.0%}, and where {spread_path} has the cell's seed "
+          f"spread, the centre outside [seeds low, seeds high] (a {1 - 2 * regression.ALPHA:.0%} prediction interval "
+          "of one more seed, Bonferroni over the learners)")
     if untested := sorted(set(result.learner[result.verdict == "no reference"])):
         print(f"no reference for {', '.join(untested)} in {path}; record it with: {command} --update", file=sys.stderr)
     worse = sorted(set(result.learner[result.verdict == "worse"]))
@@ -291,6 +317,9 @@ def parser() -> argparse.ArgumentParser:
                      help="compute runs again from scratch, finished or interrupted, replacing their scores (a run is "
                           "identified by its config, so after a code change that alters results, finished runs would "
                           "otherwise be skipped and interrupted ones resumed; resume a --rerun sweep without it)")
+    run.add_argument("--resume-from", default=None, metavar="RUN_ID",
+                     help="begin the run from the training checkpoint of an unfinished run in --out with the same "
+                          "config on another device (e.g. a GPU run going on with --device cpu)")
     run.add_argument("--executor", default=None, help="inprocess | pool | ray (default: inprocess; pool with --jobs)")
     run.add_argument("--jobs", type=int, default=None, help="run up to N units at once in a local process pool")
     run.add_argument("--address", default=None,
@@ -328,6 +357,10 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--reference", type=Path, default=Path("results") / "reference",
                        help="directory of the reference files, <suite>-<profile>.csv (default: results/reference)")
     check.add_argument("--update", action="store_true", help="record the scores as the reference instead of comparing")
+    check.add_argument("--spread-seeds", type=int, default=None, metavar="N",
+                       help="with --update, also run seeds 1..N-1 and record the spread of each cell over seeds "
+                            "0..N-1: a check then holds a cell to that spread (another CPU's rounding moves a run "
+                            "as much as another seed)")
     check.add_argument("--quiet", action="store_true", help="no progress bars")
     check.set_defaults(fn=cmd_check)
     data = sub.add_parser("data", help="prepare a dataset (extract, verify, cache) for the suites that read it")

@@ -6,10 +6,14 @@ whose adapted model diverged (NaN or infinite score) is stored as its worst valu
 go through the same reduction before they are compared, so an unchanged deterministic run differs from its
 reference by exactly zero on every task.
 
-A cell (learner, metric, shots, step) is "worse" when two things hold: the one-sided Wilcoxon signed-rank test of
+A cell (learner, metric, shots, step) is "worse" when all of these hold: the one-sided Wilcoxon signed-rank test of
 the paired per-task differences (same test task index) gives a p-value below `ALPHA` after a Bonferroni correction
-over the cells compared, and the mean (the median where a task diverged) is worse by more than `RELATIVE_TOLERANCE`.
-"better" is the mirror image; anything else is "same". All functions here are pure: no printing.
+over the cells compared; the mean (the median where a task diverged) is worse by more than `RELATIVE_TOLERANCE`; and,
+where the reference records the spread over seeds (`<suite>-<profile>-seeds.csv`, columns `SEED_COLUMNS`: each
+seed's cell centre), the new centre lies beyond the upper bound of a one-sided prediction interval for one more
+seed's centre (`seed_bound`). Another CPU's float rounding changes a training run as much as another seed does (seen:
+first-order MAML's quick sinusoid scores 8% apart on two x86 hosts with the same wheels), so a single run can only be
+held to the seed spread. "better" is the mirror image; anything else is "same". All functions here are pure.
 """
 from __future__ import annotations
 
@@ -47,17 +51,73 @@ every task a little, often in the same direction, and over hundreds of test task
 Such a shift is no regression; 5% is well above that noise and well below the changes a bug or a bad default makes.
 """
 
+SEED_COLUMNS = ["learner", "metric", "shots", "step", "seed", "centre"]
+"""The columns of a reference's seed spread, in order: each seed's cell centre (mean, median where a task diverged)."""
+
+MIN_SEEDS = 3
+"""Seeds a cell's spread needs before it widens the tolerance (fewer give no usable standard deviation)."""
+
 DTYPES = {"learner": str, "metric": str, "shots": "int64", "step": "int64", "task": "int64", "value": float}
 """The types of the columns of a reference."""
 
-RESULT_COLUMNS = [*CELL, "n", "ref_mean", "new_mean", "mean_diff", "p_value", "verdict"]
+RESULT_COLUMNS = [*CELL, "n", "ref_mean", "new_mean", "mean_diff", "p_value", "seed_low", "seed_high", "verdict"]
 """What `compare` returns per cell. `p_value` is the smaller of the two one-sided p-values (worse, better),
-Bonferroni-adjusted: compare it with `ALPHA`."""
+Bonferroni-adjusted: compare it with `ALPHA`. `seed_low`, `seed_high`: the prediction interval of one more seed's
+centre (NaN without a seed spread of at least `MIN_SEEDS` seeds)."""
 
 
 def reference_path(directory: Path, suite: str, profile: str) -> Path:
     """Where the reference of `suite` at `profile` lives under `directory`."""
     return Path(directory) / f"{suite}-{profile}.csv"
+
+
+def seeds_path(directory: Path, suite: str, profile: str) -> Path:
+    """Where the seed spread of `suite` at `profile` lives under `directory`."""
+    return Path(directory) / f"{suite}-{profile}-seeds.csv"
+
+
+def centre(values: np.ndarray) -> float:
+    """A cell's centre: the mean of its tasks, the median where one is infinite (diverged)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean() if np.isfinite(values).all() else np.median(values))
+
+
+def seed_centres(reduced: pd.DataFrame) -> pd.DataFrame:
+    """The seed spread (columns `SEED_COLUMNS`) of reference-form scores with an extra `seed` column."""
+    rows = [(*key, centre(g.value.to_numpy())) for key, g in reduced.groupby([*CELL, "seed"])]
+    return pd.DataFrame(rows, columns=SEED_COLUMNS).sort_values(SEED_COLUMNS[:-1], ignore_index=True)
+
+
+def load_seeds(path: Path) -> pd.DataFrame:
+    """The seed spread at `path`; an absent file is an empty spread, a malformed one a UsageError."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=SEED_COLUMNS)
+    try:
+        frame = pd.read_csv(path)
+        if missing := [c for c in SEED_COLUMNS if c not in frame.columns]:
+            raise ValueError(f"missing columns {', '.join(missing)}; expected {','.join(SEED_COLUMNS)}")
+        frame = frame[SEED_COLUMNS].astype({"shots": "int64", "step": "int64", "seed": "int64", "centre": float})
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UsageError(f"seed spread file {path} is malformed ({_one_line(exc)}); delete it and rerun with --update "
+                         "--spread-seeds N") from None
+    return frame
+
+
+def write_seeds(path: Path, frame: pd.DataFrame) -> None:
+    """Write a seed spread atomically (as `write_reference`)."""
+    _atomic_csv(Path(path), frame.sort_values(SEED_COLUMNS[:-1]), SEED_COLUMNS)
+
+
+def seed_interval(centres: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The two-sided (1 - 2 alpha) prediction interval of one more draw from the distribution of `centres` (normal,
+    t with n-1 degrees of freedom): mean -/+ t * sd * sqrt(1 + 1/n); (-inf, inf) where a centre is infinite."""
+    c = np.asarray(centres, dtype=float)
+    if not np.isfinite(c).all():
+        return -math.inf, math.inf
+    n = len(c)
+    half = float(stats.t.ppf(1 - alpha, n - 1) * c.std(ddof=1) * math.sqrt(1 + 1 / n))
+    return float(c.mean()) - half, float(c.mean()) + half
 
 
 def _worst(lower_is_better: bool) -> float:
@@ -126,11 +186,13 @@ def replace_learners(reference: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame
 def write_reference(path: Path, frame: pd.DataFrame) -> None:
     """Write `frame` (reference form) to `path` in an existing directory, atomically: a temporary file beside it
     replaces it only once complete, so a failed write never leaves a truncated reference."""
-    path = Path(path)
+    _atomic_csv(Path(path), frame.sort_values(COLUMNS[:-1]), COLUMNS)
+
+
+def _atomic_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        frame.sort_values(COLUMNS[:-1]).to_csv(tmp, index=False, columns=COLUMNS, lineterminator="\n",
-                                               float_format=f"%.{SIGNIFICANT_DIGITS}g")
+        frame.to_csv(tmp, index=False, columns=columns, lineterminator="\n", float_format=f"%.{SIGNIFICANT_DIGITS}g")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -163,10 +225,12 @@ def relative_worsening(reference: float, new: float, lower_is_better: bool = Tru
 
 
 def compare(reference: pd.DataFrame, new: pd.DataFrame, lower_is_better: bool = True, alpha: float = ALPHA,
-            tolerance: float = RELATIVE_TOLERANCE) -> pd.DataFrame:
+            tolerance: float = RELATIVE_TOLERANCE, seeds: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell of `new` (columns `RESULT_COLUMNS`, sorted), both frames in reference form, NaN counting as
     the worst value. The verdict is "worse", "better", "same", or "no reference" (a cell `reference` lacks: not
-    tested, and not counted in the Bonferroni correction).
+    tested, and not counted in the Bonferroni correction). `seeds` (columns `SEED_COLUMNS`) holds the reference's
+    seed spread; its prediction intervals are at level `alpha` Bonferroni-corrected over the learners compared (a
+    learner's cells move together: a worse-trained model is worse in all of them).
 
     A learner of `new` whose reference cells or test tasks differ from its new ones is a UsageError: the test
     protocol changed, and the reference must be regenerated."""
@@ -177,10 +241,13 @@ def compare(reference: pd.DataFrame, new: pd.DataFrame, lower_is_better: bool = 
     if missing := sorted(set(ref_cells) - set(new_cells)):
         raise _mismatch(missing[0], "the run has no such cell")
     tested = sum(key in ref_cells for key in new_cells)  # the Bonferroni family
+    spread = {} if seeds is None else {key: g.centre.to_numpy() for key, g in seeds.groupby(CELL)}
+    seed_alpha = alpha / max(1, new.learner.nunique())
     rows = []
     for key, values in sorted(new_cells.items()):
         row = dict(zip(CELL, key), n=len(values), ref_mean=math.nan, new_mean=float(values.mean()),
-                   mean_diff=math.nan, p_value=math.nan, verdict="no reference")
+                   mean_diff=math.nan, p_value=math.nan, seed_low=math.nan, seed_high=math.nan,
+                   verdict="no reference")
         if key in ref_cells:
             ref = ref_cells[key]
             if not ref.index.equals(values.index):
@@ -188,12 +255,18 @@ def compare(reference: pd.DataFrame, new: pd.DataFrame, lower_is_better: bool = 
             old, now = ref.to_numpy(), values.to_numpy()
             d = np.subtract(now, old, out=np.zeros_like(now), where=now != old) * (1 if lower_is_better else -1)
             p_worse, p_better = (min(1.0, p * tested) for p in one_sided_p(d))
-            centre = np.mean if np.isfinite(old).all() and np.isfinite(now).all() else np.median
-            change = relative_worsening(float(centre(old)), float(centre(now)), lower_is_better)
-            verdict = ("worse" if p_worse < alpha and change > tolerance else
-                       "better" if p_better < alpha and change < -tolerance else "same")
+            middle = np.mean if np.isfinite(old).all() and np.isfinite(now).all() else np.median
+            change = relative_worsening(float(middle(old)), float(middle(now)), lower_is_better)
+            low = high = math.nan
+            beyond_worse = beyond_better = True  # without a seed spread, the first two conditions decide
+            if len(spread.get(key, ())) >= MIN_SEEDS:
+                low, high = seed_interval(spread[key], seed_alpha)
+                above, below = centre(now) > high, centre(now) < low
+                beyond_worse, beyond_better = (above, below) if lower_is_better else (below, above)
+            verdict = ("worse" if p_worse < alpha and change > tolerance and beyond_worse else
+                       "better" if p_better < alpha and change < -tolerance and beyond_better else "same")
             row |= {"ref_mean": float(old.mean()), "mean_diff": row["new_mean"] - float(old.mean()),
-                    "p_value": min(p_worse, p_better), "verdict": verdict}
+                    "p_value": min(p_worse, p_better), "seed_low": low, "seed_high": high, "verdict": verdict}
         rows.append(row)
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 

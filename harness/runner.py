@@ -37,7 +37,8 @@ from harness.seeding import derive_seed, generator
 from harness.store import RunRecord, Store
 
 PROFILES = ("smoke", "quick", "paper")
-TRAIN_SECONDS = "harness_train_seconds"  # the runner's own entry in a learner's training checkpoint
+TRAIN_SECONDS = "harness_train_seconds"  # the runner's own entries in a learner's training checkpoint
+CONTINUED_FROM = "harness_continued_from"
 
 
 class Diverged(RuntimeError):
@@ -172,6 +173,7 @@ class RunContext:
         self._bar: Any = None
         self._started = time.perf_counter()
         self._earlier_seconds = 0.0  # meta-training time spent before the checkpoint this run resumed from
+        self._continued_from: dict[str, Any] | None = None  # the run (on another device) whose checkpoint began this
         self._stop_requested = False  # Ctrl-C: checkpoint at the end of this iteration, then stop
 
     def train_seconds(self) -> float:
@@ -229,12 +231,16 @@ class RunContext:
         return self._stop_requested or (iteration + 1) % self.config["checkpoint_every"] == 0
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        checkpoints.save_tensors(self._path, {**state, TRAIN_SECONDS: self.train_seconds()})
+        extra = {CONTINUED_FROM: self._continued_from} if self._continued_from else {}
+        checkpoints.save_tensors(self._path, {**state, TRAIN_SECONDS: self.train_seconds(), **extra})
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         state = checkpoints.load_tensors(self._path)
         if state is not None:
             self._earlier_seconds = state.pop(TRAIN_SECONDS, 0.0)
+            self._continued_from = state.pop(CONTINUED_FROM, None)
+            if self._continued_from:
+                self.record("continued_from", self._continued_from)
             self._started = time.perf_counter()
         return state
 
@@ -277,6 +283,42 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
     store.finish(prepared.run_id, scores)
     (run_dir / checkpoints.TRAIN).unlink(missing_ok=True)
     return "done"
+
+
+def continue_from(prepared: PreparedRun, source_id: str, store: Store, out_dir: Path) -> None:
+    """Begin `prepared` from the training checkpoint of the unfinished run `source_id` in the same store: the same
+    suite, learner, profile, seed and config on another device (a GPU loan ended: go on on the CPU). The checkpoint
+    is copied (the source stays as it was) with a note of where it came from, which the run records as its detail
+    `continued_from` and the tables show as its device ("cuda→cpu"). Does nothing when `prepared` already has a
+    checkpoint or a trained model (a second call resumes its own); a source that cannot be continued is a UsageError.
+    """
+    if source_id == prepared.run_id:
+        raise UsageError(f"--resume-from {source_id} is this run itself; leave --resume-from out to resume it")
+    source = store.runs(status=None).set_index("run_id")
+    if source_id not in source.index:
+        raise UsageError(f"no run {source_id} in {store.path}; `python -m harness status --out {out_dir}` lists runs")
+    row = source.loc[source_id]
+    spec = prepared.spec
+    theirs = {"suite": row.suite, "learner": row.learner, "profile": row.profile, "seed": int(row.seed),
+              **json.loads(row.config)}
+    ours = {"suite": spec.suite, "learner": spec.learner, "profile": spec.profile, "seed": spec.seed,
+            **json.loads(json.dumps(prepared.config))}
+    differ = sorted(k for k in theirs.keys() | ours.keys()
+                    if k not in configuration.UNHASHED and theirs.get(k) != ours.get(k))
+    if differ:
+        raise UsageError(f"run {source_id} differs from this one in {', '.join(differ)} "
+                         f"({', '.join(f'{theirs.get(k)!r} vs {ours.get(k)!r}' for k in differ)}); "
+                         "give the same --suite, --learners, --profile, --seeds, --setting and --set values")
+    target = out_dir / prepared.run_id
+    if (target / checkpoints.TRAIN).exists() or (target / checkpoints.MODEL).exists():
+        return
+    state = checkpoints.load_tensors(out_dir / source_id / checkpoints.TRAIN)
+    if state is None:
+        raise UsageError(f"run {source_id} has no training checkpoint in {out_dir / source_id} (a finished run keeps "
+                         "none); continue an interrupted one")
+    state[CONTINUED_FROM] = {"run_id": source_id, "device": row.device, "iteration": state.get("iteration"),
+                             "train_seconds": state.get(TRAIN_SECONDS)}
+    checkpoints.save_tensors(target / checkpoints.TRAIN, state)
 
 
 def keep_freed_memory() -> None:

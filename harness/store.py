@@ -164,9 +164,15 @@ class Store:
                             (error, time.time(), run_id))
 
     def runs(self, status: str | None = "done") -> pd.DataFrame:
-        """Runs (all of them when `status` is None), oldest first."""
-        query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started"
-        return pd.read_sql_query(query, self.db, params=(status,) if status else ())
+        """Runs (all of them when `status` is None), oldest first. A run continued from another device's checkpoint
+        (`runner.continue_from`) shows both as its `device`, e.g. "cuda→cpu"."""
+        query = ("SELECT r.*, d.value AS continued_from FROM runs r LEFT JOIN details d"
+                 " ON d.run_id = r.run_id AND d.key = 'continued_from'"
+                 + (" WHERE r.status = ?" if status else "") + " ORDER BY r.started")
+        frame = pd.read_sql_query(query, self.db, params=(status,) if status else ())
+        frame["device"] = [f"{json.loads(c)['device']}→{d}" if isinstance(c, str) else d
+                           for c, d in zip(frame.pop("continued_from"), frame.device)]
+        return frame
 
     def scores(self, run_ids: Iterable[str]) -> pd.DataFrame:
         """The long-form scores of `run_ids`."""

@@ -1,6 +1,7 @@
 """The command line: smoke runs of every learner x suite, rerun and resume, reports, and bad input."""
 import json
 import sqlite3
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from harness import runner
 from harness.cli import main
 from harness.plugins import registry
+from harness.store import Store
 
 REG = registry()
 PAIRS = [(s, name) for s in sorted(REG.suites) if REG.suites[s].obj.kind == "supervised" and s != "omniglot"
@@ -97,6 +99,54 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, 
     db = sqlite3.connect(tmp_path / "cut" / "results.sqlite")
     (status, seconds), = db.execute("SELECT status, train_seconds FROM runs")
     assert status == "done" and seconds >= checkpoint["harness_train_seconds"]
+
+
+def test_resume_from_continues_another_devices_checkpoint_to_the_same_scores(tmp_path, monkeypatch, capsys):
+    args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
+            "--set", "meta_iterations=30", "--set", "checkpoint_every=10"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "cut"
+    log = runner.RunContext.log
+    def interrupt(self, iteration, loss):
+        if iteration == 17:
+            raise KeyboardInterrupt
+        log(self, iteration, loss)
+    monkeypatch.setattr(runner.RunContext, "log", interrupt)
+    assert main([*args, "--out", str(out)]) == 130
+    monkeypatch.setattr(runner.RunContext, "log", log)
+    # make the interrupted run look like one on a GPU: its id and device are those `--device cuda` gives
+    (cpu_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    prepared = runner.prepare(runner.RunSpec("sinusoid", "maml", "smoke", overrides={
+        "meta_iterations": "30", "checkpoint_every": "10"}), REG)
+    assert prepared.run_id == cpu_dir.name
+    gpu_id = runner.run_id(replace(prepared.spec, device="cuda"), prepared.config)
+    cpu_dir.rename(out / gpu_id)
+    db = sqlite3.connect(out / "results.sqlite")
+    with db:
+        db.execute("UPDATE runs SET run_id = ?, device = 'cuda'", (gpu_id,))
+        db.execute("UPDATE sweeps SET run_id = ?", (gpu_id,))
+    checkpoint = (out / gpu_id / "train-checkpoint.pt").read_bytes()
+
+    for bad, problem in [(["--resume-from", "nonexistent"], "no run nonexistent"),
+                         (["--resume-from", gpu_id, "--set", "inner_lr=0.02"], "differs from this one in inner_lr"),
+                         (["--resume-from", gpu_id, "--seeds", "0,1"], "continues one run")]:
+        assert main([*args, "--out", str(out), *bad]) == 2
+        assert problem in capsys.readouterr().err
+    assert not cpu_dir.exists()  # nothing written by the refused commands
+
+    seen = []
+    monkeypatch.setattr(runner.RunContext, "iterations",
+                        lambda self, start, total, desc="": (seen.append(start), iter(range(start, total)))[1])
+    assert main([*args, "--out", str(out), "--resume-from", gpu_id]) == 0
+    assert seen == [10]
+    assert (out / gpu_id / "train-checkpoint.pt").read_bytes() == checkpoint  # the source stays as it was
+    continued = [row for row in scores(out) if row[0] == cpu_dir.name]
+    assert [row[1:] for row in continued] == [row[1:] for row in scores(tmp_path / "whole")]
+    store = Store(out)
+    assert store.runs().set_index("run_id").device[cpu_dir.name] == "cuda→cpu"
+    assert store.details(cpu_dir.name)["continued_from"]["run_id"] == gpu_id
+    assert main([*args, "--out", str(out), "--resume-from", gpu_id]) == 0  # done: skipped, not continued again
+    assert "skipped" in capsys.readouterr().err
 
 
 def test_diverging_run_is_marked_failed(tmp_path, capsys):

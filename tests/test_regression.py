@@ -166,11 +166,29 @@ def test_check_end_to_end_update_pass_fail_and_no_reference(tmp_path, capsys, mo
     assert set(pd.read_csv(tmp_path / "ref" / "sinusoid-smoke.csv").learner) == {"maml", "fomaml"}
 
 
+def test_check_update_records_the_seed_spread_and_the_check_uses_it(tmp_path, capsys):
+    assert check(tmp_path, "runs", "--update", "--spread-seeds", "3") == 0
+    spread = pd.read_csv(tmp_path / "ref" / "sinusoid-smoke-seeds.csv")
+    assert list(spread.columns) == regression.SEED_COLUMNS and sorted(set(spread.seed)) == [0, 1, 2]
+    assert len(spread) == 3 * 9  # 3 shots x 3 steps, each seed
+    reference = pd.read_csv(tmp_path / "ref" / "sinusoid-smoke.csv")
+    seed0 = spread[spread.seed == 0].set_index(["shots", "step"]).centre
+    means = reference.groupby(["shots", "step"]).value.mean()
+    assert np.allclose(seed0.sort_index(), means.sort_index(), rtol=1e-5)  # the per-task rows are seed 0's
+    capsys.readouterr()
+    assert check(tmp_path, "runs") == 0
+    out = capsys.readouterr().out
+    assert out.count("| same ") == 9 and "prediction interval" in out
+    assert check(tmp_path, "runs", "--update") == 0  # new seed-0 runs' reference: the old spread is dropped
+    assert pd.read_csv(tmp_path / "ref" / "sinusoid-smoke-seeds.csv").empty
+
+
 BAD = [
     (["--learners", "mam"], "unknown learner 'mam'"),
     (["--suite", "sinus"], "unknown suite 'sinus'"),
     (["--profile", "huge"], "unknown profile 'huge'"),
     ([], "--update first"),
+    (["--spread-seeds", "3"], "use it with --update"),
 ]
 
 
@@ -179,7 +197,10 @@ def test_bad_input_is_one_line_exit_2_and_runs_nothing(tmp_path, capsys, extra, 
     argv = ["check", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path / "runs"),
             "--reference", str(tmp_path / "ref")]
     for flag, value in zip(extra[::2], extra[1::2]):
-        argv[argv.index(flag) + 1] = value
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
