@@ -5,7 +5,9 @@
 # runs would record a wrong commit). Runs go to the committed store results/store/, which travels with the tree with
 # the checkpoints of unfinished runs. Within $DEADLINE seconds:
 #   1. GPU ms per meta-iteration of the paper's 5-way 1-shot conv MAML: vmap, loop, learn2learn style, compiled vmap;
-#   2. the paper profile of 5-way 1-shot conv MAML (compiled if that was at least twice as fast), and with
+#   2. the paper profile of conv MAML in setting $PAPER_SETTING (default 20way-1shot; 5way-1shot was finished on
+#      2026-11-27: 54,428 iterations here, the rest on the CPU with `run --resume-from`), compiled if that was at
+#      least twice as fast, and with
 #      QUICK_CELLS=1 beside it the quick profile of the other settings' cells, as parallel processes on the one GPU
 #      (they share it badly: on 2026-11-26 the eager quick runs kept the H100 98% busy and the compiled paper run went
 #      at 51 ms per iteration instead of 7); what is interrupted resumes later from its checkpoint (SIGINT at the
@@ -48,7 +50,7 @@ echo "paper run with compile=$compiled; $(left) s left"
 
 run() { timeout -s INT -k 20 "$(left)" python -m harness run --suite omniglot --device cuda --out results/store \
           --set checkpoint_every=250 "$@"; }
-run --setting 5way-1shot --learners maml --profile paper --set compile="$compiled" >"$OUT/logs/paper.log" 2>&1 &
+run --setting "${PAPER_SETTING:-20way-1shot}" --learners maml --profile paper --set compile="$compiled" >"$OUT/logs/paper.log" 2>&1 &
 if [ "${QUICK_CELLS:-0}" = 1 ]; then
   for setting in 5way-5shot 20way-1shot 20way-5shot; do
     run --setting $setting --learners maml,context,fomaml,pretrain,scratch --quiet >"$OUT/logs/quick-$setting.log" 2>&1 &
