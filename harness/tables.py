@@ -168,11 +168,11 @@ def seed_columns(summary: Summary) -> dict[str, Any]:
 
 def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataFrame:
     """The long-form rows of `spec` from `store` (cells with several seeds: see the module's docstring); with
-    `spec.paired_with`, each row's paired difference from that row's learner on the identical test tasks under the
-    same seeds, over the seeds both have."""
+    `spec.paired_with`, each row's paired difference from that row's learner (its runs of the same profile) on the
+    identical test tasks under the same seeds, over the seeds both have."""
     all_runs = store.runs()
-    chosen = functools.cache(lambda where: chosen_runs(all_runs, spec.suite, profile, dict(where)))
-    runs_of = lambda sel: chosen(tuple(sorted(sel.where.items()))).get(sel.learner)
+    chosen = functools.cache(lambda where, at=profile: chosen_runs(all_runs, spec.suite, at, dict(where)))
+    runs_of = lambda sel, at=profile: chosen(tuple(sorted(sel.where.items())), at).get(sel.learner)
     suite_runs = chosen(())
     scores = store.scores(all_runs[all_runs.suite == spec.suite].run_id)
     paper = {(c.setting, c.row, c.column): c for c in spec.paper}
@@ -207,7 +207,9 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                         cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better,
                                                         summary.interval)
                     base = spec.address(setting, spec.paired_with, column) if spec.paired_with else None
-                    base_group = runs_of(base) if base else None
+                    # paired with the base learner's runs of the same profile: a difference of training budgets is
+                    # no difference between learners
+                    base_group = runs_of(base, group.profile.iloc[0]) if base else None
                     if base_group is not None and label != spec.paired_with:
                         cell |= paired(values, values_of(base, base_group))
                 out.append(cell)
@@ -302,8 +304,10 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
         sign = "above" if spec.lower_is_better else "below"
         seeds = paired.paired_seeds.str.count(",") + 1
         same_seed = " under the same seed, over the seeds both rows have" if (seeds > 1).any() else ""
+        budget = f", {spec.paired_with}'s run of the row's profile" if len({p for p, _ in origins}) > 1 else ""
         lines += ["", f"Paired difference from {spec.paired_with} on the identical test tasks{same_seed} (row minus "
-                  f"{spec.paired_with}, mean ± 95% interval; an interval {sign} 0: {spec.paired_with} is better):", "",
+                  f"{spec.paired_with}{budget}, mean ± 95% interval; an interval {sign} 0: {spec.paired_with} is "
+                  "better):", "",
                   _wide(paired.assign(paired_n_seeds=seeds), spec,
                         lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["paired_n"],
                                            r["paired_diverged"], r["paired_n_seeds"], r["paired_diff_seed_sd"]))]

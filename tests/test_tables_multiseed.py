@@ -15,12 +15,12 @@ SPEC = TableSpec("t", "t", "sinusoid", "mse", {"5-shot": 5}, {"0 steps": 0}, {"a
 TASKS = 50
 
 
-def store_of(tmp_path, values: dict[tuple[str, int], np.ndarray]) -> Store:
+def store_of(tmp_path, values: dict[tuple[str, int], np.ndarray], profile: str = "paper") -> Store:
     """A store with one done run per (learner, seed) of `values`, scoring task i at 5 shots, step 0 with values[i]."""
     store = Store(tmp_path)
     for (learner, seed), scores in values.items():
-        run_id = f"sinusoid-{learner}-s{seed}"
-        store.begin(RunRecord(run_id, "sinusoid", learner, "paper", seed, "cpu", {"x": 1}, {}, None, "test"))
+        run_id = f"sinusoid-{learner}-{profile}-s{seed}"
+        store.begin(RunRecord(run_id, "sinusoid", learner, profile, seed, "cpu", {"x": 1}, {}, None, "test"))
         store.finish(run_id, [Score(i, 5, 0, "mse", float(v)) for i, v in enumerate(scores)])
     return store
 
@@ -80,6 +80,18 @@ def test_a_seed_only_one_learner_has_is_left_out_of_the_paired_difference(tmp_pa
     a = cells(store_of(tmp_path, values)).loc["a"]
     assert a["paired_diff"] == pytest.approx(1) and a["paired_seeds"] == "0,1" and a["paired_n"] == 2 * TASKS
     assert a["n_seeds"] == 3 and a["mean"] > 30  # the row itself keeps its third seed
+
+
+def test_a_row_is_paired_with_the_base_learners_runs_of_its_own_profile(tmp_path):
+    quick_b, quick_a, paper_b = normal(0), normal(1), normal(2) - 5.0
+    store_of(tmp_path, {("a", 0): quick_a, ("b", 0): quick_b}, profile="quick")
+    table = cells(store_of(tmp_path, {("b", 0): paper_b}))
+    assert table.loc["b", "profile"] == "paper" and table.loc["a", "profile"] == "quick"
+    assert table.loc["a", "paired_diff"] == pytest.approx((quick_a - quick_b).mean())  # not a - the paper's b
+    (tmp_path / "alone").mkdir()
+    store_of(tmp_path / "alone", {("a", 0): quick_a}, profile="quick")
+    alone = cells(store_of(tmp_path / "alone", {("b", 0): paper_b}))
+    assert pd.isna(alone.loc["a", "paired_diff"])  # no quick b to pair with
 
 
 def test_tables_over_several_seeds_are_deterministic_and_say_how_they_pooled(tmp_path):
