@@ -173,7 +173,7 @@ class RunContext:
         self._bar: Any = None
         self._started = time.perf_counter()
         self._earlier_seconds = 0.0  # meta-training time spent before the checkpoint this run resumed from
-        self._continued_from: dict[str, Any] | None = None  # the run (on another device) whose checkpoint began this
+        self._continued_from: dict[str, Any] | None = None  # the other device's run whose checkpoint began this one
         self._stop_requested = False  # Ctrl-C: checkpoint at the end of this iteration, then stop
 
     def train_seconds(self) -> float:
