@@ -74,22 +74,30 @@ def test_rerun_flag_starts_an_interrupted_run_from_scratch_instead_of_its_checkp
     assert scores(tmp_path) == before
 
 
-def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, monkeypatch):
-    args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
-            "--set", "meta_iterations=30", "--set", "checkpoint_every=10"]
-    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+CUT = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
+       "--set", "meta_iterations=30", "--set", "checkpoint_every=10"]
+"""A 30-iteration run with checkpoints every 10, for the interruption tests."""
 
+
+def run_interrupted_at_17(out, monkeypatch) -> None:
+    """Run `CUT` into `out`, stopped by a KeyboardInterrupt at iteration 17 (its last checkpoint: iteration 9)."""
     log = runner.RunContext.log
     def interrupt(self, iteration, loss):
         if iteration == 17:
             raise KeyboardInterrupt
         log(self, iteration, loss)
-    monkeypatch.setattr(runner.RunContext, "log", interrupt)
-    assert main([*args, "--out", str(tmp_path / "cut")]) == 130
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.RunContext, "log", interrupt)
+        assert main([*CUT, "--out", str(out)]) == 130
+
+
+def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, monkeypatch):
+    args = CUT
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    run_interrupted_at_17(tmp_path / "cut", monkeypatch)
     (run_dir,) = [p for p in (tmp_path / "cut").iterdir() if p.is_dir()]
     checkpoint = torch.load(run_dir / "train-checkpoint.pt", weights_only=True)
     assert checkpoint["iteration"] == 9 and checkpoint["harness_train_seconds"] > 0
-    monkeypatch.setattr(runner.RunContext, "log", log)
     seen = []
     monkeypatch.setattr(runner.RunContext, "iterations",
                         lambda self, start, total, desc="": (seen.append(start), iter(range(start, total)))[1])
@@ -102,18 +110,10 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, 
 
 
 def test_resume_from_continues_another_devices_checkpoint_to_the_same_scores(tmp_path, monkeypatch, capsys):
-    args = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
-            "--set", "meta_iterations=30", "--set", "checkpoint_every=10"]
+    args = CUT
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "cut"
-    log = runner.RunContext.log
-    def interrupt(self, iteration, loss):
-        if iteration == 17:
-            raise KeyboardInterrupt
-        log(self, iteration, loss)
-    monkeypatch.setattr(runner.RunContext, "log", interrupt)
-    assert main([*args, "--out", str(out)]) == 130
-    monkeypatch.setattr(runner.RunContext, "log", log)
+    run_interrupted_at_17(out, monkeypatch)
     # make the interrupted run look like one on a GPU: its id and device are those `--device cuda` gives
     (cpu_dir,) = [p for p in out.iterdir() if p.is_dir()]
     prepared = runner.prepare(runner.RunSpec("sinusoid", "maml", "smoke", overrides={
