@@ -6,7 +6,10 @@ REINFORCE with the linear feature baseline; meta-optimiser TRPO (`plugins.rl.tra
 tasks, up to 3 steps of 20 rollouts (40 for ant-direction) of H = 200 (`plugins.rl.evaluation`).
 
 The paper profile: 500 meta-iterations of 40 tasks x 20 rollouts (ant-direction 40), `inner_lr` 0.1 and 0.05 after
-the first step at evaluation. One thread for torch and one for the simulations (`threads`, `sampler_threads`): on the
+the first step at evaluation. TRPO's KL curvature on every task of the meta-batch (`cg_subsample` 1, the released
+code's `subsample_factor`): on a quarter of them, as the 2D navigation's profile, a trained second-order MAML's
+full step had 6x the KL it was sized for on all 40 tasks (0.063 against 0.011) and 5 backtracks took 62% of its
+progress away (`benchmarks/diagnostics/trpo_curvature.py`). One thread for torch and one for the simulations (`threads`, `sampler_threads`): on the
 2-core CPU two learners side by side (`--jobs 2`) take 24-25 s per MAML meta-iteration each, one learner with two
 threads 16.6 s, so the pair does 1.4x the work (cheetah-direction, 2 paper iterations, machine idle).
 On a machine with more cores, raise `--jobs`, or give one run `--set sampler_threads=N`.
@@ -30,7 +33,7 @@ from plugins.rl.trainer import TRPOTrainer
 
 PAPER: Mapping[str, Any] = {
     "meta_iterations": 500, "meta_batch": 40, "trajectories": 20, "inner_lr": 0.1, "later_inner_lr": 0.05,
-    "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 0.25,
+    "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 1.0,
     "backtrack_ratio": 0.8, "max_backtracks": 15, "eval_tasks": 40, "eval_trajectories": 20, "eval_steps": 3,
     "threads": 1, "sampler_threads": 1, "checkpoint_every": 5, "keep_best": True,
 }
