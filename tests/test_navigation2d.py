@@ -15,7 +15,7 @@ from harness.training import Adaptation
 from plugins.maml import MAML
 from plugins.navigation2d import PAPER, Navigation2D
 from plugins.rl.evaluation import STEP_SIZES, RolloutEvaluator
-from plugins.rl.trpo import fisher_vector_product, flatten_params
+from plugins.rl.trpo import fisher_vector_product, flatten_params, unflatten_params
 
 REG = registry()
 LEARNERS = sorted(name for name, p in REG.learners.items() if p.obj.applies_to(Navigation2D))
@@ -60,6 +60,36 @@ def test_the_trainers_hessian_product_is_the_hessian_of_the_mean_kl(first_order)
         hv, expected = fvp(v), reference(v)
         assert (hv - expected).norm() <= 1e-5 * expected.norm()  # float32 (the environment's precision)
         assert hv.dot(v) > 0  # a KL's Hessian: positive semi-definite
+
+
+def test_the_trainers_surrogate_gradient_is_second_order_through_the_inner_step():
+    """TRPO's loss as the trainer builds it (the adapted policies' likelihood-ratio surrogate, a function of the
+    shared parameters through the inner step) has the gradient of its central differences; the first-order one
+    does not. A smooth (tanh) policy: a ReLU network's inner gradient jumps where a unit's input crosses zero,
+    which no derivative sees, so its differences are noise at any step length."""
+    torch.manual_seed(0)
+    config = {**PAPER, "meta_batch": 3, "trajectories": 2, "inner_lr": 0.5}
+    suite = Navigation2D(config)
+    net = FunctionalModel(suite, "cpu")
+    for i, layer in enumerate(net.module.mean):
+        if isinstance(layer, torch.nn.ReLU):
+            net.module.mean[i] = torch.nn.Tanh()
+    params = {k: p.detach() for k, p in net.params.items()}
+    flat = flatten_params(params)
+    gradients = {}
+    for first_order in (False, True):
+        adaptation = Adaptation(step_sizes(config["inner_lr"], 1), None, first_order)
+        loss, _, _, _ = suite.trainer(config).objective(net, params, adaptation, torch.Generator().manual_seed(1),
+                                                         False)
+        leaf = flat.clone().requires_grad_()
+        (gradients[first_order],) = torch.autograd.grad(loss(unflatten_params(leaf, params)), leaf)
+    v = gradients[False] / gradients[False].norm()
+    eps = 1e-2
+    with torch.no_grad():
+        numeric = (loss(unflatten_params(flat + eps * v, params)) - loss(unflatten_params(flat - eps * v, params)))
+    numeric = numeric.item() / (2 * eps)
+    assert numeric == pytest.approx(gradients[False].dot(v).item(), rel=1e-2)
+    assert abs(gradients[True].dot(v).item() - numeric) > 0.03 * abs(numeric)  # 6% here
 
 
 def test_evaluation_scores_each_step_on_the_paths_the_next_step_adapts_on():
