@@ -9,10 +9,10 @@ The paper profile: 500 meta-iterations of 40 tasks x 20 rollouts (ant-direction 
 the first step at evaluation. TRPO's KL curvature on every task of the meta-batch (`cg_subsample` 1, the released
 code's `subsample_factor`): on a quarter of them, as the 2D navigation's profile, a trained second-order MAML's
 full step had 6x the KL it was sized for on all 40 tasks (0.063 against 0.011) and 5 backtracks took 62% of its
-progress away (`benchmarks/diagnostics/trpo_curvature.py`). One thread for torch and one for the simulations (`threads`, `sampler_threads`): on the
-2-core CPU two learners side by side (`--jobs 2`) take 24-25 s per MAML meta-iteration each, one learner with two
-threads 16.6 s, so the pair does 1.4x the work (cheetah-direction, 2 paper iterations, machine idle).
-On a machine with more cores, raise `--jobs`, or give one run `--set sampler_threads=N`.
+progress away (`benchmarks/diagnostics/trpo_curvature.py`); it costs MAML 23 s per meta-iteration instead of
+10.5-11 (cheetah, two runs side by side on the 2-core CPU). One thread for torch and one for the simulations
+(`threads`, `sampler_threads`); on a machine with more cores, raise `--jobs`, or give one run
+`--set sampler_threads=N`.
 """
 from __future__ import annotations
 
