@@ -66,13 +66,17 @@ def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int
     specs = [runner.RunSpec(args.suite, learner, args.profile, seed, args.device, parse_assignments(args.set), setting)
              for setting in settings for learner in _names(args.learners, "learners") for seed in _seeds(args.seeds)]
     prepared = runner.plan(specs, reg)
-    out = _writable_dir(args.out, "--out")
-    store = Store(out)
-    command = tables.command_line(argv)
     if args.resume_from is not None:
         if len(prepared) != 1:
             raise UsageError(f"--resume-from continues one run, this command has {len(prepared)}; "
                              "give one learner, seed and setting")
+        if not (args.out / DB_NAME).is_file():
+            raise UsageError(f"--resume-from {args.resume_from}: {args.out} holds no results store; give the --out "
+                             "of the run to continue")
+    out = _writable_dir(args.out, "--out")
+    store = Store(out)
+    command = tables.command_line(argv)
+    if args.resume_from is not None:
         runner.continue_from(prepared[0], args.resume_from, store, out)
     store.add_sweep([SweepUnit(r.run_id, r.spec.suite, r.spec.learner, r.spec.setting, r.spec.profile,
                                r.spec.seed) for r in prepared], command)

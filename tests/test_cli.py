@@ -133,6 +133,9 @@ def test_resume_from_continues_another_devices_checkpoint_to_the_same_scores(tmp
         assert main([*args, "--out", str(out), *bad]) == 2
         assert problem in capsys.readouterr().err
     assert not cpu_dir.exists()  # nothing written by the refused commands
+    assert main([*args, "--out", str(tmp_path / "new"), "--resume-from", gpu_id]) == 2
+    assert "holds no results store" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
     seen = []
     monkeypatch.setattr(runner.RunContext, "iterations",
