@@ -30,7 +30,8 @@ DTYPE = torch.float64
 
 class PointEnv:
     """E 1D point masses from 0; task params [goal, tolerance]: reward -|pos - goal|, done within tolerance or after
-    `horizon` steps of the env's episode (`restart` starts a new one in some envs)."""
+    `horizon` steps of the env's episode (`restart` starts a new one in some envs, `stop` ends it); `simulated`
+    counts each env's steps taken while not done."""
 
     observation_size = 1
     action_size = 1
@@ -44,6 +45,7 @@ class PointEnv:
         self.done = torch.zeros_like(self.goal, dtype=torch.bool)
         self.steps = torch.zeros_like(self.goal, dtype=torch.long)
         self.restarts = torch.zeros_like(self.goal, dtype=torch.long)
+        self.simulated = torch.zeros_like(self.goal, dtype=torch.long)
         return self.pos[:, None].clone()
 
     def restart(self, which: Tensor) -> Tensor:
@@ -53,9 +55,13 @@ class PointEnv:
         self.steps = torch.where(which, 0, self.steps)
         return self.pos[:, None].clone()
 
+    def stop(self, which: Tensor) -> None:
+        self.done = self.done | which
+
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         self.steps = self.steps + 1
         live = ~self.done
+        self.simulated = self.simulated + live
         self.pos = torch.where(live, self.pos + 0.1 * actions[:, 0].clamp(-1, 1), self.pos)
         distance = (self.pos - self.goal).abs()
         reward = torch.where(live, -distance, 0)
@@ -347,6 +353,20 @@ def test_filling_env_steps_packs_whole_episodes_and_drops_the_unfinished_ones_as
     assert (envs[-1].restarts[3 * n:] == horizon - 1).all()  # and no restart once the task is full
     assert filled.episodes()[0] > n and filled.episodes()[1] > n
     assert (filled.mask.sum((-2, -1)) >= n * horizon).all()  # each task's batch: at least N x H steps
+
+    simulated = envs[-1].simulated.sum()
+
+    class Unstoppable(PointEnv):
+        def stop(self, which: Tensor) -> None:  # a full task's running episodes go on being simulated
+            pass
+
+    envs.clear()
+    make = lambda t: envs.append(Unstoppable(t, horizon=horizon)) or envs[-1]
+    unstopped = rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0),
+                        fill_env_steps=True)
+    for a, b in zip(pytree.tree_leaves(filled), pytree.tree_leaves(unstopped)):
+        assert torch.equal(a, b)  # stopping a full task's envs changes no path, and saves their steps:
+    assert simulated < envs[-1].simulated.sum()
 
     returns = filled.returns(gamma)
     for t in range(len(tasks)):

@@ -66,6 +66,10 @@ class NavigationBatch:
         self.steps = torch.where(which, 0, self.steps)
         return self.position.clone()
 
+    def stop(self, which: Tensor) -> None:
+        """End the episodes of the environments where `which` [E] (bool) holds: done until restarted."""
+        self.done = self.done | which
+
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """actions [E, 2] (unclipped) -> (observations [E, 2], rewards [E], done [E] bool).
 

@@ -36,6 +36,15 @@ class BatchEnv(Protocol):
         """Actions [E, act] -> (observations [E, obs], rewards [E], done [E] bool)."""
         ...
 
+    def restart(self, which: Tensor) -> Tensor:
+        """Start a new episode in the envs where `which` [E] (bool) holds -> observations [E, obs] of all (used by
+        `rollout`'s `fill_env_steps`, as is `stop`)."""
+        ...
+
+    def stop(self, which: Tensor) -> None:
+        """End the episodes of the envs where `which` [E] (bool) holds: done, no longer simulated, until restarted."""
+        ...
+
 
 class GaussianMLPPolicy(nn.Module):
     """Observations [..., obs] -> [..., 2 act]: the mean and log-std of a diagonal Gaussian over actions, concatenated
@@ -183,11 +192,11 @@ def rollout(
 
     With `fill_env_steps`, a task's batch is N x H env steps of whole episodes rather than N episodes, as rllab's
     sampler counted its batch: every env starts a new episode (`restart`) whenever one ends, until the finished
-    episodes of its task hold N x H steps (or `FILL_LIMIT` x H steps have passed; a full task's envs are not
-    restarted); the episodes then still running are dropped, as rllab dropped unfinished paths. Each task's kept
-    steps, env by env, are then packed into rows of H (`Paths.time` says where episodes start; one may continue into
-    the next row): [T, R, H, ...] with R >= N rows, as many as the task keeping the most steps needs, so that the
-    work on a batch follows its env steps.
+    episodes of its task hold N x H steps (or `FILL_LIMIT` x H steps have passed); then the task's envs are not
+    restarted and their running episodes are stopped (`stop`: not simulated further) and dropped, as rllab dropped
+    unfinished paths. Each task's kept steps, env by env, are then packed into rows of H (`Paths.time` says where
+    episodes start; one may continue into the next row): [T, R, H, ...] with R >= N rows, as many as the task
+    keeping the most steps needs, so that the work on a batch follows its env steps.
     Where no episode ends early the paths are the same as without.
     """
     n_tasks, n = tasks.shape[0], n_trajectories
@@ -217,8 +226,9 @@ def rollout(
             finished = torch.where(done & alive, finished + time + 1, finished)
             full = finished.reshape(n_tasks, n).sum(-1) >= n * h
             alive = alive & ~full.repeat_interleave(n)
+            env.stop(~alive)  # a full task's running episodes will be dropped: not simulated further
             time = torch.where(done, 0, time + 1)
-            obs = env.restart(done & alive)  # a full task's envs stay done (not simulated)
+            obs = env.restart(done & alive)
         else:
             alive = alive & ~done
             obs = next_obs

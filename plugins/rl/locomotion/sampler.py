@@ -62,6 +62,11 @@ class LocomotionBatch:
             self._observations[ids] = self._observe(self._contact_forces())[ids]
         return self._tensor(self._observations)
 
+    def stop(self, which: Tensor) -> None:
+        """End the episodes of the environments where `which` [E] (bool) holds: done, not simulated, until
+        restarted."""
+        self.done |= which.cpu().numpy()
+
     def _initial_states(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n initial states drawn from the generator as gymnasium v5's: qpos0 + U(-0.1, 0.1) [n, nq], 0.1 N(0, 1)
         [n, nv]."""
