@@ -209,7 +209,9 @@ def test_the_trained_model_is_the_iterate_with_the_best_training_return(monkeypa
     trainer = suite.trainer(config)
     monkeypatch.setattr(trainer, "objective", lambda net, params, adaptation, generator, features: (
         None, None, None, returns[generator.initial_seed()]))
-    monkeypatch.setattr("plugins.rl.trainer.trpo_step", lambda params, *a: ({k: v + 1 for k, v in params.items()}, {}))
+    monkeypatch.setattr("plugins.rl.trainer.trpo_step", lambda params, *a: (
+        {k: v + 1 for k, v in params.items()},
+        {"backtracks": int(params["log_std"][0]), "kl_after": 0.005}))  # log_std: 0 + the iteration
     net = FunctionalModel(suite, "cpu")
     initial = {k: v.detach().clone() for k, v in net.params.items()}
     stopped = ScriptedContext({**config, "meta_iterations": 3})
@@ -220,3 +222,5 @@ def test_the_trained_model_is_the_iterate_with_the_best_training_return(monkeypa
     expected = 1 if keep_best else len(returns)
     assert all(torch.allclose(net.params[k], initial[k] + expected) for k in initial)
     assert resumed.records["best_training_return"] == {"iteration": 1, "return": 5.0, "kept": keep_best}
+    assert resumed.records["training_curve"] == {"iteration": [0, 1, 2, 3], "return": returns,
+                                                 "backtracks": [0, 1, 2, 3], "kl": [0.005] * 4}  # across the resume

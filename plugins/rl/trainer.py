@@ -29,6 +29,11 @@ from plugins.rl.evaluation import validation_returns
 from plugins.rl.policy_gradient import RLSuite, advantages, gaussian_kl, gaussian_log_prob, split, support_of
 from plugins.rl.trpo import TRPOConfig, flatten_params, trpo_step, unflatten_params
 
+CURVE = ("iteration", "return", "backtracks", "kl")
+"""The columns of the detail `training_curve`, one entry per meta-iteration: the mean return of the (adapted)
+policies' training paths before the step, and TRPO's step: backtracks (-1: rejected) and mean KL after (None when
+rejected)."""
+
 
 def batched(params: Params, n: int) -> Params:
     """Shared parameters repeated for n tasks (a view)."""
@@ -41,7 +46,7 @@ class TRPOTrainer:
     validation tasks. With `keep_best` the trained model is the iterate with the best mean return of its (adapted)
     policies' training paths, as the paper's appendix A.2 ("the model with the best average return during training
     was used for evaluation"); otherwise the last one. Either way the best iterate is recorded
-    (`best_training_return`)."""
+    (`best_training_return`), and so is every iteration's return and TRPO step (`training_curve`, see `CURVE`)."""
 
     def __init__(self, suite: RLSuite, config: Mapping[str, Any]) -> None:
         self.suite, self.config = suite, config
@@ -68,9 +73,11 @@ class TRPOTrainer:
             raise UsageError(f"{self.suite.name} runs on the CPU (its rollouts are step-by-step and its policy small); "
                              "drop --device or use --device cpu")
         start, best = 0, {"return": -math.inf, "iteration": -1, "model": copy.deepcopy(net.state_dict())}
+        curve: dict[str, list] = {key: [] for key in CURVE}
         if (checkpoint := ctx.load_checkpoint()) is not None:
             net.load_state_dict(checkpoint["model"])
             start, best = checkpoint["iteration"] + 1, checkpoint.get("best", best)
+            curve = checkpoint.get("curve", curve)  # a checkpoint from before the curve: it starts here
         for it in ctx.iterations(start, cfg["meta_iterations"]):
             params = {k: p.detach() for k, p in net.params.items()}
             loss, kl, fvp, returns = self.objective(net, params, adaptation, ctx.generator(it), features)
@@ -81,12 +88,15 @@ class TRPOTrainer:
                 for name, p in net.params.items():
                     p.copy_(new[name])
             ctx.log(it, -returns)
+            for key, value in zip(CURVE, (it, returns, info["backtracks"], info["kl_after"])):
+                curve[key].append(None if isinstance(value, float) and math.isnan(value) else value)
             if ctx.checkpoint_due(it):
-                ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "best": best})
+                ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "best": best, "curve": curve})
         if cfg["keep_best"] and best["iteration"] >= 0:
             net.load_state_dict(best["model"])
         ctx.record("best_training_return", {"iteration": best["iteration"], "return": best["return"],
                                             "kept": bool(cfg["keep_best"])})
+        ctx.record("training_curve", curve)
 
     def objective(self, net: FunctionalModel, params: Params, adaptation: Adaptation, generator: torch.Generator,
                   features: bool) -> tuple[Any, Any, Callable[[Tensor], Tensor], float]:
