@@ -16,7 +16,9 @@ RUNTIME_DEFAULTS: Mapping[str, Any] = {
 """Keys every run has, whatever the suite and learner."""
 
 UNHASHED = frozenset({"checkpoint_every"})
-"""Keys that cannot change a run's results, so they do not enter its identity."""
+"""Keys that cannot change a run's results, so they do not enter its identity. Nor does a key set to None: a suite
+or learner adds an option with the default None (its behaviour before the option) without changing the identity of
+the runs stored before it."""
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:

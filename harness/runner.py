@@ -114,7 +114,7 @@ def setting_layer(suite: type[Suite], spec: RunSpec) -> Mapping[str, Any]:
 
 def run_id(spec: RunSpec, config: Mapping[str, Any]) -> str:
     """A readable, stable identity: the same spec and config always give the same id."""
-    hashed = {k: v for k, v in config.items() if k not in configuration.UNHASHED}
+    hashed = {k: v for k, v in config.items() if k not in configuration.UNHASHED and v is not None}
     digest = hashlib.sha256(json.dumps([hashed, spec.device], sort_keys=True).encode()).hexdigest()[:10]
     setting = f"{spec.setting}-" if spec.setting else ""
     return f"{spec.suite}-{setting}{spec.learner}-{spec.profile}-s{spec.seed}-{digest}"

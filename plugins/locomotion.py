@@ -13,6 +13,10 @@ progress away (`benchmarks/diagnostics/trpo_curvature.py`); it costs MAML 23 s p
 10.5-11 (cheetah, two runs side by side on the 2-core CPU). One thread for torch and one for the simulations
 (`threads`, `sampler_threads`); on a machine with more cores, raise `--jobs`, or give one run
 `--set sampler_threads=N`.
+
+`--set variant=rllab` (cheetah only): the released code's rllab environment instead of gymnasium v5's conventions -
+20 observations ending with the torso subtree's centre of mass, its velocity in the reward, rllab's initial states
+(`plugins.rl.locomotion.tasks`). Unset (None), a run's identity is what it was before the option existed.
 """
 from __future__ import annotations
 
@@ -23,11 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
+from harness.errors import UsageError
 from harness.protocols import Forward, Params
 from plugins.rl.evaluation import RolloutEvaluator
 from plugins.rl.locomotion.sampler import LocomotionBatch
 from plugins.rl.locomotion.simulators import Simulator, make_simulator
-from plugins.rl.locomotion.tasks import family_of, sample_tasks
+from plugins.rl.locomotion.tasks import family_of, observation_size, sample_tasks, variant_of
 from plugins.rl.policy_gradient import GaussianMLPPolicy, Paths, reinforce_loss, rollout
 from plugins.rl.trainer import TRPOTrainer
 
@@ -35,7 +40,7 @@ PAPER: Mapping[str, Any] = {
     "meta_iterations": 500, "meta_batch": 40, "trajectories": 20, "inner_lr": 0.1, "later_inner_lr": 0.05,
     "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 1.0,
     "backtrack_ratio": 0.8, "max_backtracks": 15, "eval_tasks": 40, "eval_trajectories": 20, "eval_steps": 3,
-    "threads": 1, "sampler_threads": 1, "checkpoint_every": 5, "keep_best": True,
+    "threads": 1, "sampler_threads": 1, "checkpoint_every": 5, "keep_best": True, "variant": None,
 }
 SMOKE: Mapping[str, Any] = {
     "meta_iterations": 1, "meta_batch": 2, "trajectories": 2, "eval_tasks": 2, "eval_trajectories": 2,
@@ -63,6 +68,10 @@ class LocomotionSuite:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
         self.robot = family_of(self.family).robot
+        try:
+            self.variant = variant_of(config.get("variant"), self.robot)
+        except ValueError as error:
+            raise UsageError(f"{self.name}: {error}") from None
         self._simulators: dict[int, Simulator] = {}
 
     @property
@@ -70,7 +79,7 @@ class LocomotionSuite:
         return 0
 
     def make_model(self, extra_inputs: int = 0, outputs: int | None = None) -> nn.Module:
-        return GaussianMLPPolicy(self.robot.observation_size + extra_inputs, self.robot.action_size)
+        return GaussianMLPPolicy(observation_size(self.robot, self.variant) + extra_inputs, self.robot.action_size)
 
     def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
         return torch.cat([x, extra.expand(*x.shape[:-1], extra.shape[-1])], dim=-1)
@@ -85,13 +94,15 @@ class LocomotionSuite:
                 generator: torch.Generator) -> Paths:
         """Rollouts of every task's policy, all simulated together; the initial states are drawn from `generator`
         (the simulations are kept from one call to the next)."""
-        return rollout(lambda t: LocomotionBatch(self.family, t, generator, self._simulator(len(t))),
-                       policy, params, tasks, trajectories, generator,
+        def make(t: Tensor) -> LocomotionBatch:
+            return LocomotionBatch(self.family, t, generator, self._simulator(len(t)), variant=self.variant)
+
+        return rollout(make, policy, params, tasks, trajectories, generator,
                        fill_env_steps=self.config.get("fill_env_steps", False))
 
     def _simulator(self, size: int) -> Simulator:
         if size not in self._simulators:
-            self._simulators[size] = make_simulator(self.robot, size, self.config["sampler_threads"])
+            self._simulators[size] = make_simulator(self.robot, size, self.config["sampler_threads"], self.variant)
         return self._simulators[size]
 
     def trainer(self, config: Mapping[str, Any]) -> TRPOTrainer:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import warnings
 
 import gymnasium
+import mujoco
 import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
 from plugins.rl.locomotion import FAMILIES, LocomotionBatch, env_factory, sample_tasks
-from plugins.rl.locomotion.simulators import BatchSimulator, LoopSimulator
+from plugins.rl.locomotion.simulators import BatchSimulator, LoopSimulator, make_simulator
+from plugins.rl.locomotion.tasks import GYMNASIUM, RLLAB, Variant, load_model
 from plugins.rl.policy_gradient import GaussianMLPPolicy, rollout
 
 TASKS = {"cheetah-velocity": [0.3, 1.2, 2.0], "cheetah-direction": [1.0, -1.0, 1.0],
@@ -19,8 +21,9 @@ TASKS = {"cheetah-velocity": [0.3, 1.2, 2.0], "cheetah-direction": [1.0, -1.0, 1
 STEPS = 50
 
 
-def _batch(family: str, tasks: list[float], seed: int = 0) -> LocomotionBatch:
-    return LocomotionBatch(family, torch.tensor(tasks)[:, None], torch.Generator().manual_seed(seed), threads=2)
+def _batch(family: str, tasks: list[float], seed: int = 0, variant: Variant = GYMNASIUM) -> LocomotionBatch:
+    return LocomotionBatch(family, torch.tensor(tasks)[:, None], torch.Generator().manual_seed(seed), threads=2,
+                           variant=variant)
 
 
 def _actions(family: str, n: int, steps: int = STEPS, scale: float = 0.8) -> torch.Tensor:
@@ -51,12 +54,15 @@ def _f32(values) -> torch.Tensor:
     return torch.tensor(np.asarray(values), dtype=torch.float32)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_batch_matches_registered_gymnasium_env(family: str):
+@pytest.mark.parametrize(("family", "variant"), [(family, GYMNASIUM) for family in sorted(FAMILIES)]
+                         + [("cheetah-direction", RLLAB), ("cheetah-velocity", RLLAB)],
+                         ids=lambda value: value.name if isinstance(value, Variant) else value)
+def test_batch_matches_registered_gymnasium_env(family: str, variant: Variant):
     """Same actions and initial states -> bit-identical float32 observations and rewards, the same termination; an
-    ant started rising fast leaves the healthy range early and is masked from then on."""
+    ant started rising fast leaves the healthy range early and is masked from then on. The rllab variant's sensors
+    (the batch) give what the env's mj_subtreeVel gives."""
     tasks, actions = TASKS[family], _actions(family, 3)
-    batch = _batch(family, tasks)
+    batch = _batch(family, tasks, variant=variant)
     batch.reset()
     qpos, qvel = batch.state()
     early = family.startswith("ant")
@@ -71,8 +77,9 @@ def test_batch_matches_registered_gymnasium_env(family: str):
         dones.append(done)
     observations, rewards, dones = torch.stack(observations), torch.stack(rewards), torch.stack(dones)
     for i, task in enumerate(batch.tasks.tolist()):  # the float32 tasks, as the sampler sees them
-        gym_obs, gym_rewards, ends, _ = _gym_episode(gymnasium.make(FAMILIES[family].env_id), qpos[i], qvel[i], task,
-                                                     actions[:, i])
+        kwargs = {"variant": "rllab"} if variant is RLLAB else {}
+        gym_obs, gym_rewards, ends, _ = _gym_episode(gymnasium.make(FAMILIES[family].env_id, **kwargs), qpos[i],
+                                                     qvel[i], task, actions[:, i])
         length = len(gym_rewards)
         assert length < 10 if early and i == 2 else length == STEPS and not any(ends)
         assert torch.equal(observations[: length + 1, i], _f32(gym_obs))
@@ -117,6 +124,62 @@ def test_batch_matches_gymnasium_v5_velocity_and_contact_forces(family: str, env
         assert not np.allclose(np.diff(x) / batch.dt, expected, rtol=0, atol=1e-6)
 
 
+def _rllab_body_comvels(model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
+    """rllab's `MjModel.body_comvels` (its mujoco_py): each body's velocity by mj_objectVelocity, its linear part
+    times the body's mass summed up the tree into subtree momenta, over the subtree masses -> [nbody, 3]."""
+    velocity = np.zeros(6)
+    momenta, mass = np.zeros((model.nbody, 3)), model.body_mass.copy()
+    for body in range(model.nbody):
+        mujoco.mj_objectVelocity(model, data, mujoco.mjtObj.mjOBJ_BODY, body, velocity, 0)
+        momenta[body] = velocity[3:] * mass[body]
+    for body in range(model.nbody - 1, 0, -1):
+        momenta[model.body_parentid[body]] += momenta[body]
+        mass[model.body_parentid[body]] += mass[body]
+    return momenta / mass[:, None]
+
+
+def test_rllab_variant_runs_on_the_whole_cheetahs_centre_of_mass():
+    """The rllab cheetah: 20 observations ending with the torso subtree's centre of mass (x growing as it runs), the
+    reward's velocity equal to rllab's `body_comvels` of the torso computed as rllab did (not qpos[0]'s change), the
+    same dynamics as gymnasium's conventions, qpos0 + 0.01 N(0, 1) at reset."""
+    model = load_model(FAMILIES["cheetah-direction"].robot)
+    rllab, plain = _batch("cheetah-direction", [1.0], variant=RLLAB), _batch("cheetah-direction", [1.0])
+    rllab.reset()
+    qpos, qvel = rllab.state()
+    plain.reset_to(qpos, qvel)
+    data = mujoco.MjData(model)
+    actions = _actions("cheetah-direction", 1, steps=40, scale=0.5).clamp(-1, 1)
+    velocities, com_x = [], [float(rllab.reset_to(qpos, qvel)[0, -3])]
+    for action in actions:
+        observation, reward, _ = rllab.step(action)
+        plain_observation, plain_reward, _ = plain.step(action)
+        assert observation.shape == (1, 20) and torch.equal(observation[:, :17], plain_observation)
+        data.qpos[:], data.qvel[:] = rllab.state()[0][0], rllab.state()[1][0]
+        mujoco.mj_forward(model, data)
+        comvel = _rllab_body_comvels(model, data)[1, 0]
+        ctrl_cost = 0.05 * float((action.double() ** 2).sum())
+        torch.testing.assert_close(reward[0], torch.tensor(comvel - ctrl_cost, dtype=torch.float32), rtol=0, atol=1e-5)
+        assert abs(comvel - (plain_reward[0] + ctrl_cost)) > 1e-4  # not the root's velocity
+        velocities.append(comvel)
+        com_x.append(float(observation[0, -3]))
+    np.testing.assert_allclose(np.diff(com_x) / rllab.dt, velocities, atol=0.05 * np.abs(velocities).max())
+    noise = _batch("cheetah-direction", [1.0] * 2000, variant=RLLAB)
+    noise.reset()
+    deviation = noise.state()[0] - model.qpos0
+    assert 0.0095 < deviation.std() < 0.0105 and np.abs(deviation).max() > 0.03  # normal, not U(-0.1, 0.1)
+
+
+def test_rllab_variant_needs_its_simulator_and_is_cheetah_only():
+    robot = FAMILIES["cheetah-velocity"].robot
+    with pytest.raises(ValueError, match="simulator made for it"):
+        LocomotionBatch("cheetah-velocity", torch.ones(2, 1), torch.Generator(), make_simulator(robot, 2, 1),
+                        variant=RLLAB)
+    with pytest.raises(ValueError, match="cheetah only"):
+        gymnasium.make("harness/AntVel-v0", variant="rllab")
+    with pytest.raises(ValueError, match="unknown locomotion variant"):
+        gymnasium.make("harness/HalfCheetahVel-v0", variant="mujoco-py")
+
+
 def test_ant_contact_forces_are_gymnasiums_after_each_step():
     """The ant's raw contact forces are non-zero once it touches the ground and equal gymnasium Ant-v5's (computed
     by mj_rnePostConstraint after the RK4 step), step by step."""
@@ -135,10 +198,11 @@ def test_ant_contact_forces_are_gymnasiums_after_each_step():
     assert touching >= 3
 
 
-@pytest.mark.parametrize("env_id", sorted(family.env_id for family in FAMILIES.values()))
-def test_check_env(env_id: str):
+@pytest.mark.parametrize(("env_id", "kwargs"), [(family.env_id, {}) for family in FAMILIES.values()]
+                         + [("harness/HalfCheetahDir-v0", {"variant": "rllab"})])
+def test_check_env(env_id: str, kwargs: dict):
     """gymnasium's checker passes (render modes skipped: they need a display) with only its infinite-bounds notes."""
-    for env in (gymnasium.make(env_id), gymnasium.make(env_id).unwrapped):
+    for env in (gymnasium.make(env_id, **kwargs), gymnasium.make(env_id, **kwargs).unwrapped):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             check_env(env, skip_render_check=True)

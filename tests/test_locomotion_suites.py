@@ -68,3 +68,26 @@ def test_table_5_the_extended_tables_and_figure_5(tmp_path):
     assert ant["mean"].isna().all() and ant.paper.notna().any()
     assert (figures / "figure5-cheetah-direction.png").stat().st_size > 0
     assert not (figures / "figure5-ant-velocity.png").exists()  # no runs: not drawn
+
+
+def test_rllab_variant_runs_and_leaves_the_default_identity_alone(tmp_path, capsys):
+    """`--set variant=rllab`: the policies see 20 observations (the oracle 21); unset, the key is None and a run's
+    identity is the one it had before the key existed; on the ant, or unknown, it is a one-line error, exit 2."""
+    out = str(tmp_path / "out")
+    assert main(["run", "--suite", "cheetah-direction", "--learners", "maml,oracle", "--profile", "smoke",
+                 "--set", "variant=rllab", "--out", out, "--quiet"]) == 0
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    assert db.execute("SELECT COUNT(DISTINCT run_id) FROM scores").fetchone() == (2,)
+    prepared = runner.prepare(runner.RunSpec("cheetah-direction", "maml", "smoke"), REG)
+    assert prepared.config["variant"] is None and prepared.suite.make_model().mean[0].in_features == 17
+    without_key = {k: v for k, v in prepared.config.items() if k != "variant"}
+    assert runner.run_id(prepared.spec, without_key) == prepared.run_id
+    rllab = runner.prepare(runner.RunSpec("cheetah-direction", "oracle", "smoke", overrides={"variant": "rllab"}), REG)
+    assert rllab.run_id != prepared.run_id and rllab.suite.make_model(extra_inputs=1).mean[0].in_features == 21
+    capsys.readouterr()
+    for suite, variant in (("ant-velocity", "rllab"), ("cheetah-velocity", "mujoco-py")):
+        assert main(["run", "--suite", suite, "--learners", "maml", "--profile", "smoke", "--set",
+                     f"variant={variant}", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and "variant" in error, error
+    assert not (tmp_path / "bad").exists()

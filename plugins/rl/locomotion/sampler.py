@@ -13,7 +13,19 @@ import torch
 from torch import Tensor
 
 from plugins.rl.locomotion.simulators import Simulator, make_simulator
-from plugins.rl.locomotion.tasks import HORIZON, RESET_NOISE, family_of, load_model, task_rewards, unhealthy
+from plugins.rl.locomotion.tasks import (
+    COM_SIZE,
+    GYMNASIUM,
+    HORIZON,
+    RESET_NOISE,
+    RLLAB_QPOS_NOISE,
+    Variant,
+    family_of,
+    load_model,
+    observation_size,
+    task_rewards,
+    unhealthy,
+)
 
 
 class LocomotionBatch:
@@ -27,21 +39,24 @@ class LocomotionBatch:
     horizon: int = HORIZON
 
     def __init__(self, family: str, tasks: Tensor, generator: torch.Generator, simulator: Simulator | None = None,
-                 threads: int = 0) -> None:
-        """tasks [E, 1]: one task parameter per environment; `generator` draws the initial states (gymnasium's
-        noise); `simulator`: E simulations of the family's robot to reuse (else made, on `threads` threads)."""
-        self.family = family_of(family)
+                 threads: int = 0, variant: Variant = GYMNASIUM) -> None:
+        """tasks [E, 1]: one task parameter per environment; `generator` draws the initial states (the variant's
+        noise); `simulator`: E simulations of the family's robot to reuse (else made, on `threads` threads), made
+        for `variant` (`make_simulator`)."""
+        self.family, self.variant = family_of(family), variant
         robot = self.family.robot
         if tasks.ndim != 2 or tasks.shape[1] != 1:
             raise ValueError(f"tasks must have shape [E, 1], got {tuple(tasks.shape)}")
         self.device = tasks.device
         self.tasks = tasks[:, 0].detach().double().cpu().numpy()
         self.generator = generator
-        self.sim = simulator if simulator is not None else make_simulator(robot, len(tasks), threads)
+        self.sim = simulator if simulator is not None else make_simulator(robot, len(tasks), threads, variant)
+        if variant.torso_com and not getattr(self.sim, "com_sensors", False):
+            raise ValueError("the rllab variant needs a simulator made for it: make_simulator(..., variant=RLLAB)")
         if self.sim.size != len(tasks):
             raise ValueError(f"the simulator has {self.sim.size} simulations for {len(tasks)} tasks")
         model = load_model(robot)
-        self.observation_size, self.action_size = robot.observation_size, robot.action_size
+        self.observation_size, self.action_size = observation_size(robot, variant), robot.action_size
         self.dt = model.opt.timestep * robot.frame_skip
         self._low, self._high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
         self._init_qpos, self._init_qvel = model.qpos0.copy(), np.zeros(model.nv)
@@ -68,12 +83,17 @@ class LocomotionBatch:
         self.done |= which.cpu().numpy()
 
     def _initial_states(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """n initial states drawn from the generator as gymnasium v5's: qpos0 + U(-0.1, 0.1) [n, nq], 0.1 N(0, 1)
-        [n, nv]."""
+        """n initial states drawn from the generator as the variant's: qpos0 + U(-0.1, 0.1) (gymnasium v5) or
+        + 0.01 N(0, 1) (rllab) [n, nq], qvel 0.1 N(0, 1) [n, nv]."""
         g = self.generator
-        uniform = torch.rand(n, len(self._init_qpos), generator=g, device=g.device, dtype=torch.float64)
+        shape = (n, len(self._init_qpos))
+        if self.variant.normal_qpos_noise:
+            noise = torch.randn(shape, generator=g, device=g.device, dtype=torch.float64).cpu().numpy()
+            qpos = self._init_qpos + RLLAB_QPOS_NOISE * noise
+        else:
+            uniform = torch.rand(shape, generator=g, device=g.device, dtype=torch.float64)
+            qpos = self._init_qpos + (uniform.cpu().numpy() * 2 - 1) * RESET_NOISE
         normal = torch.randn(n, len(self._init_qvel), generator=g, device=g.device, dtype=torch.float64)
-        qpos = self._init_qpos + (uniform.cpu().numpy() * 2 - 1) * RESET_NOISE
         return qpos, self._init_qvel + RESET_NOISE * normal.cpu().numpy()
 
     def reset_to(self, qpos: np.ndarray, qvel: np.ndarray) -> Tensor:
@@ -100,7 +120,8 @@ class LocomotionBatch:
             failed[ids] = self.sim.step(action, ids)
         x, contact_forces = self._x_position(), self._contact_forces()
         observations = self._observe(contact_forces)
-        rewards = task_rewards(self.family, self.tasks, (x - self._x) / self.dt, action, contact_forces)
+        velocity = self.sim.com[:, COM_SIZE] if self.variant.torso_com else (x - self._x) / self.dt
+        rewards = task_rewards(self.family, self.tasks, velocity, action, contact_forces)
         live = active & ~failed
         rewards = np.where(live, rewards, 0.0)
         self._x = np.where(live, x, self._x)
@@ -122,9 +143,11 @@ class LocomotionBatch:
         return np.zeros((len(self.tasks), 0))
 
     def _observe(self, contact_forces: np.ndarray) -> np.ndarray:
-        """[E, obs] float64: qpos without its skipped entries, qvel, the clipped contact forces [E, k]."""
+        """[E, obs] float64: qpos without its skipped entries, qvel, the clipped contact forces [E, k], (rllab) the
+        torso subtree's centre of mass."""
         skipped = self.family.robot.skipped_qpos
-        return np.concatenate([self.sim.qpos[:, skipped:], self.sim.qvel, contact_forces], axis=1)
+        com = self.sim.com[:, :COM_SIZE] if self.variant.torso_com else np.zeros((len(self.tasks), 0))
+        return np.concatenate([self.sim.qpos[:, skipped:], self.sim.qvel, contact_forces, com], axis=1)
 
     def _tensor(self, array: np.ndarray) -> Tensor:
         return torch.from_numpy(array).to(device=self.device, dtype=torch.float32)
@@ -139,8 +162,10 @@ class LocomotionBatch:
                       "error); they are done from this step, rewarded 0", RuntimeWarning, stacklevel=3)
 
 
-def env_factory(family: str, generator: torch.Generator, threads: int = 0) -> Callable[[Tensor], LocomotionBatch]:
-    """tasks [E, 1] -> a `LocomotionBatch` of `family` drawing its initial states from `generator`, for `rollout`.
+def env_factory(family: str, generator: torch.Generator, threads: int = 0,
+                variant: Variant = GYMNASIUM) -> Callable[[Tensor], LocomotionBatch]:
+    """tasks [E, 1] -> a `LocomotionBatch` of `family` (`variant`) drawing its initial states from `generator`, for
+    `rollout`.
 
     The simulations are made once per E and reused, so only the latest environment made for each E is valid."""
     simulators: dict[int, Simulator] = {}
@@ -148,7 +173,7 @@ def env_factory(family: str, generator: torch.Generator, threads: int = 0) -> Ca
     def make(tasks: Tensor) -> LocomotionBatch:
         n = len(tasks)
         if n not in simulators:
-            simulators[n] = make_simulator(family_of(family).robot, n, threads)
-        return LocomotionBatch(family, tasks, generator, simulators[n])
+            simulators[n] = make_simulator(family_of(family).robot, n, threads, variant)
+        return LocomotionBatch(family, tasks, generator, simulators[n], variant=variant)
 
     return make

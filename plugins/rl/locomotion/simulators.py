@@ -7,6 +7,9 @@
   needs cfrc_ext would make Batch compute it, but inside mj_step, before the RK4 stages: not the values gymnasium
   reports (those come from the last stage).
 
+`BatchSimulator(com_sensors=True)` (the rllab variant) adds two sensors to the model, the torso subtree's centre of
+mass and velocity, and makes a forward pass after each step so that they are the new state's (`com`).
+
 Both report simulation failures instead of keeping them: MuJoCo resets a simulation whose qpos, qvel or qacc go bad
 (NaN, inf, huge) and counts a warning; `step` returns which simulations raised a warning or a MuJoCo error.
 """
@@ -20,7 +23,7 @@ import mujoco.batch
 import numpy as np
 
 from harness.machine import cpu_count
-from plugins.rl.locomotion.tasks import Robot, load_model
+from plugins.rl.locomotion.tasks import GYMNASIUM, Robot, Variant, load_model
 
 TORSO = 1  # gymnasium v5's main body of both robots
 
@@ -31,6 +34,8 @@ class Simulator(Protocol):
     size: int
     qpos: np.ndarray
     qvel: np.ndarray
+    com_sensors: bool
+    """When set, `com` [E, 6] holds the torso subtree's centre of mass and linear velocity of the current state."""
 
     def reset(self, qpos: np.ndarray, qvel: np.ndarray, ids: np.ndarray | None = None) -> None:
         """Reset simulations `ids` (None: all) to MuJoCo's defaults with the states qpos [len(ids), nq] and qvel
@@ -44,12 +49,15 @@ class Simulator(Protocol):
 
 
 class BatchSimulator:
-    """E simulations on `mujoco.batch.Batch` with `threads` threads (0: all CPUs); qpos and qvel are live views."""
+    """E simulations on `mujoco.batch.Batch` with `threads` threads (0: all CPUs); qpos and qvel are live views.
+    With `com_sensors`: `com` [E, 6], the torso subtree's centre of mass and linear velocity of the current state."""
 
-    def __init__(self, robot: Robot, size: int, threads: int = 0) -> None:
-        self.size, self.frame_skip = size, robot.frame_skip
-        self.batch = mujoco.batch.Batch(load_model(robot), size, nthread=threads or cpu_count())
+    def __init__(self, robot: Robot, size: int, threads: int = 0, com_sensors: bool = False) -> None:
+        self.size, self.frame_skip, self.com_sensors = size, robot.frame_skip, com_sensors
+        self.batch = mujoco.batch.Batch(load_model(robot, com_sensors), size, nthread=threads or cpu_count())
         self.qpos, self.qvel, self._ctrl = (self.batch.bind(name) for name in ("qpos", "qvel", "ctrl"))
+        if com_sensors:
+            self.com = self.batch.bind("sensordata")
         self._errors = np.zeros(size, dtype=bool)
 
     def reset(self, qpos: np.ndarray, qvel: np.ndarray, ids: np.ndarray | None = None) -> None:
@@ -61,7 +69,10 @@ class BatchSimulator:
 
     def step(self, ctrl: np.ndarray, ids: np.ndarray) -> np.ndarray:
         self._ctrl[ids] = ctrl[ids]
-        self._call(self.batch.step, None if len(ids) == self.size else ids, nstep=self.frame_skip)
+        which = None if len(ids) == self.size else ids
+        self._call(self.batch.step, which, nstep=self.frame_skip)
+        if self.com_sensors:
+            self._call(self.batch.forward, which)
         return self._errors[ids] | (self.batch.warning[ids, :, 1].sum(axis=1) > 0)
 
     def _call(self, method, *args, **kwargs) -> None:
@@ -78,7 +89,7 @@ class LoopSimulator:
 
     def __init__(self, robot: Robot, size: int, threads: int = 0) -> None:
         self.model = load_model(robot)
-        self.size, self.frame_skip = size, robot.frame_skip
+        self.size, self.frame_skip, self.com_sensors = size, robot.frame_skip, False
         self.datas = [mujoco.MjData(self.model) for _ in range(size)]
         self.qpos = np.zeros((size, self.model.nq))
         self.qvel = np.zeros((size, self.model.nv))
@@ -134,9 +145,9 @@ class LoopSimulator:
         self._failed[i] |= data.warning.number.any()
 
 
-def make_simulator(robot: Robot, size: int, threads: int = 0) -> Simulator:
-    """The fastest simulator that gives what `robot`'s observation and reward need (`BatchSimulator` unless contact
-    forces or the torso's xpos are needed)."""
+def make_simulator(robot: Robot, size: int, threads: int = 0, variant: Variant = GYMNASIUM) -> Simulator:
+    """The fastest simulator that gives what `robot`'s observation and reward need under `variant`
+    (`BatchSimulator` unless contact forces or the torso's xpos are needed)."""
     if robot.contact_cost_weight > 0 or robot.torso_velocity:
         return LoopSimulator(robot, size, threads)
-    return BatchSimulator(robot, size, threads)
+    return BatchSimulator(robot, size, threads, com_sensors=variant.torso_com)

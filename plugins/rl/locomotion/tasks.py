@@ -21,10 +21,18 @@ Taken from the authors' released code (github.com/cbfinn/maml_rl, rllab `envs/mu
   d = +-1 with equal probability, as here.
 - Velocity v as gymnasium v5 computes it: the change of qpos[0] (cheetah) or of the torso's xpos x (ant, after an
   RK4 step xpos is that of the last stage, not qpos) over dt. rllab used the torso's centre-of-mass velocity.
+
+Observations, initial states and velocity follow gymnasium v5 by default; the `RLLAB` variant (cheetah only, the
+suites' `--set variant=rllab`) follows the released code's rllab environments instead (`mujoco_env.py`,
+`half_cheetah_env_rand*.py`): the observation ends with the torso subtree's centre of mass (`get_body_com`, 20
+values; its x grows with the distance run), qpos starts at qpos0 + 0.01 N(0, 1), and v is the torso subtree's
+centre-of-mass velocity (`get_body_comvel`, the whole cheetah's), both after a forward pass on the new state, as
+rllab's `forward_dynamics` made one. Dynamics, costs and time steps are the same in both.
 """
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import mujoco
@@ -36,6 +44,10 @@ from torch import Tensor
 HORIZON = 200
 RESET_NOISE = 0.1
 """gymnasium v5's reset_noise_scale: qpos0 + U(-0.1, 0.1), qvel 0.1 * N(0, 1) (rllab: N(0, 0.01), N(0, 0.1))."""
+RLLAB_QPOS_NOISE = 0.01
+"""rllab's `reset_mujoco`: qpos0 + 0.01 N(0, 1) (its qvel noise, 0.1 N(0, 1), is gymnasium's)."""
+COM_SIZE = 3
+"""The values the rllab variant appends to the observation: the torso subtree's centre of mass."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,39 @@ ANT = Robot("ant", "ant.xml", frame_skip=2, observation_size=105, action_size=8,
 
 
 @dataclass(frozen=True)
+class Variant:
+    """Whose observation, initial states and velocity the environments use: gymnasium v5's or rllab's."""
+
+    name: str
+    normal_qpos_noise: bool
+    """qpos0 + 0.01 N(0, 1) (rllab) rather than qpos0 + U(-0.1, 0.1) (gymnasium v5)."""
+    torso_com: bool
+    """The observation ends with the torso subtree's centre of mass and v is its x-velocity, after the step."""
+
+
+GYMNASIUM = Variant("gymnasium", normal_qpos_noise=False, torso_com=False)
+RLLAB = Variant("rllab", normal_qpos_noise=True, torso_com=True)
+VARIANTS = {None: GYMNASIUM, "rllab": RLLAB}
+"""By config value: None (the default) keeps gymnasium v5's conventions."""
+
+
+def variant_of(name: str | None, robot: Robot) -> Variant:
+    """The variant called `name` (None: gymnasium's); a clear error for an unknown one or rllab's on the ant."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown locomotion variant {name!r}; leave it unset for gymnasium v5's or set rllab")
+    variant = VARIANTS[name]
+    if variant.torso_com and robot.contact_cost_weight > 0:
+        raise ValueError(f"the rllab variant covers the cheetah only (rllab's {robot.name} observation is not built); "
+                         "leave variant unset")
+    return variant
+
+
+def observation_size(robot: Robot, variant: Variant) -> int:
+    """The length of `robot`'s observation under `variant`."""
+    return robot.observation_size + (COM_SIZE if variant.torso_com else 0)
+
+
+@dataclass(frozen=True)
 class Family:
     """A task family: a robot and its task parameter, a goal velocity in [0, max_velocity] or a direction +-1."""
 
@@ -98,9 +143,17 @@ def family_of(name: str) -> Family:
 
 
 @functools.cache
-def load_model(robot: Robot) -> mujoco.MjModel:
-    """gymnasium's v5 model of `robot` (read-only: shared by every simulation of this process)."""
-    return mujoco.MjModel.from_xml_path(expand_model_path(robot.xml_file))
+def load_model(robot: Robot, com_sensors: bool = False) -> mujoco.MjModel:
+    """gymnasium's v5 model of `robot` (read-only: shared by every simulation of this process); with `com_sensors`,
+    two passive sensors more, the torso subtree's centre of mass and linear velocity (sensordata [6])."""
+    if not com_sensors:
+        return mujoco.MjModel.from_xml_path(expand_model_path(robot.xml_file))
+    spec = mujoco.MjSpec.from_file(expand_model_path(robot.xml_file))
+    for sensor in (mujoco.mjtSensor.mjSENS_SUBTREECOM, mujoco.mjtSensor.mjSENS_SUBTREELINVEL):
+        spec.add_sensor(type=sensor, objtype=mujoco.mjtObj.mjOBJ_BODY, objname="torso")
+    with warnings.catch_warnings():  # gymnasium's models use it; from_xml_path above only logs it
+        warnings.filterwarnings("ignore", message="compiler attribute 'settotalmass' is deprecated")
+        return spec.compile()
 
 
 def sample_tasks(family: str, n: int, generator: torch.Generator) -> Tensor:
