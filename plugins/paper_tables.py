@@ -43,6 +43,18 @@ RELEASED_RUN = "MAML, alpha 0.5, 100 iterations (as released)"
 LOCOMOTION = {"cheetah-velocity": "goal velocity", "cheetah-direction": "forward/backward",
               "ant-velocity": "goal velocity", "ant-direction": "forward/backward"}
 """The locomotion suites and the paper's name of their setting."""
+RLLAB_CHEETAH = {"variant": "rllab"}
+"""The cheetah runs the paper's cells are filled from: the released code's rllab cheetah (every cheetah profile)."""
+GYMNASIUM_CHEETAH = ", gymnasium v5 observations"
+"""The extended cheetah tables' second setting: runs made before the cheetah profiles took rllab's (variant unset)."""
+
+
+def locomotion_settings(suite: str, setting: str, paths: int) -> dict[str, Select]:
+    """The settings of `suite`'s extended table: the cheetah's rllab runs, then its gymnasium-v5 ones; the ant's."""
+    if not suite.startswith("cheetah"):
+        return {setting: Select(shots=paths)}
+    return {setting: Select(shots=paths, where=RLLAB_CHEETAH),
+            setting + GYMNASIUM_CHEETAH: Select(shots=paths, where={"variant": None})}
 
 
 def locomotion_tables() -> list[TableSpec]:
@@ -52,19 +64,22 @@ def locomotion_tables() -> list[TableSpec]:
         name="table5",
         title="Table 5: half cheetah forward/backward, mean return over 40 test tasks after 0-3 policy-gradient steps, "
               "context vector vs MAML (alpha 0.1, alpha / 2 after the first step)",
-        suite="cheetah-direction", metric="return", settings={"forward/backward": Select(shots=20)}, columns=RL_STEPS,
+        suite="cheetah-direction", metric="return",
+        settings={"forward/backward": Select(shots=20, where=RLLAB_CHEETAH)}, columns=RL_STEPS,
         rows={"context vector": "context", "MAML": "maml"}, paper=paper_cells(REFERENCE, 5, "cheetah-direction"),
         lower_is_better=False, paired_with="MAML", extra_rows=False,
     )]
     for suite, setting in LOCOMOTION.items():
         paths = 40 if suite == "ant-direction" else 20
+        settings = locomotion_settings(suite, setting, paths)
         tables.append(TableSpec(
             name=f"table5-extended-{suite}",
             title=f"{suite}, every learner: mean return over 40 test tasks after 0-3 policy-gradient steps of {paths} "
                   "paths (alpha 0.1, alpha / 2 after the first step), beside the authors' released results "
                   "(cbfinn/maml_rl; MAML, pretrain, random init, oracle)",
-            suite=suite, metric="return", settings={setting: Select(shots=paths)}, columns=RL_STEPS,
-            rows=dict(RL_ROWS), paper=released_cells(suite, setting), lower_is_better=False, paired_with="MAML",
+            suite=suite, metric="return", settings=settings, columns=RL_STEPS, rows=dict(RL_ROWS),
+            paper=[cell for label in settings for cell in released_cells(suite, label)], lower_is_better=False,
+            paired_with="MAML",
         ))
     return tables
 

@@ -33,6 +33,7 @@ def test_paper_profiles_follow_the_released_settings():
     assert (ant["trajectories"], ant["eval_trajectories"]) == (40, 40)
     assert cheetah["inner_lr"] == 0.1 and cheetah["later_inner_lr"] == 0.05 and cheetah["eval_tasks"] == 40
     assert cheetah["meta_iterations"] == 500 and cheetah["eval_steps"] == 3
+    assert cheetah["variant"] == "rllab" and ant["variant"] is None  # rllab's ant observation is not built
 
 
 @pytest.mark.parametrize("suite", SUITES)
@@ -70,20 +71,24 @@ def test_table_5_the_extended_tables_and_figure_5(tmp_path):
     assert not (figures / "figure5-ant-velocity.png").exists()  # no runs: not drawn
 
 
-def test_rllab_variant_runs_and_leaves_the_default_identity_alone(tmp_path, capsys):
-    """`--set variant=rllab`: the policies see 20 observations (the oracle 21); unset, the key is None and a run's
-    identity is the one it had before the key existed; on the ant, or unknown, it is a one-line error, exit 2."""
+def test_the_cheetah_is_rllabs_the_ant_keeps_its_identity_and_bad_variants_exit_2(tmp_path, capsys):
+    """Every cheetah profile runs rllab's cheetah: its policies see 20 observations (the oracle 21), 17 with
+    `--set variant=gymnasium` (another run); the ant's `variant` is None, so its runs keep the identity they had
+    before the key existed; rllab's ant, or an unknown variant, is a one-line error, exit 2, nothing written."""
     out = str(tmp_path / "out")
     assert main(["run", "--suite", "cheetah-direction", "--learners", "maml,oracle", "--profile", "smoke",
-                 "--set", "variant=rllab", "--out", out, "--quiet"]) == 0
+                 "--out", out, "--quiet"]) == 0
     db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
     assert db.execute("SELECT COUNT(DISTINCT run_id) FROM scores").fetchone() == (2,)
-    prepared = runner.prepare(runner.RunSpec("cheetah-direction", "maml", "smoke"), REG)
-    assert prepared.config["variant"] is None and prepared.suite.make_model().mean[0].in_features == 17
-    without_key = {k: v for k, v in prepared.config.items() if k != "variant"}
-    assert runner.run_id(prepared.spec, without_key) == prepared.run_id
-    rllab = runner.prepare(runner.RunSpec("cheetah-direction", "oracle", "smoke", overrides={"variant": "rllab"}), REG)
-    assert rllab.run_id != prepared.run_id and rllab.suite.make_model(extra_inputs=1).mean[0].in_features == 21
+    maml = runner.prepare(runner.RunSpec("cheetah-direction", "maml", "smoke"), REG)
+    oracle = runner.prepare(runner.RunSpec("cheetah-direction", "oracle", "paper"), REG)
+    assert maml.config["variant"] == "rllab" and maml.suite.make_model().mean[0].in_features == 20
+    assert oracle.suite.make_model(extra_inputs=1).mean[0].in_features == 21
+    gym = runner.prepare(runner.RunSpec("cheetah-direction", "maml", "smoke", overrides={"variant": "gymnasium"}), REG)
+    assert gym.suite.make_model().mean[0].in_features == 17 and gym.run_id != maml.run_id
+    ant = runner.prepare(runner.RunSpec("ant-velocity", "maml", "paper"), REG)
+    assert ant.config["variant"] is None
+    assert runner.run_id(ant.spec, {k: v for k, v in ant.config.items() if k != "variant"}) == ant.run_id
     capsys.readouterr()
     for suite, variant in (("ant-velocity", "rllab"), ("cheetah-velocity", "mujoco-py")):
         assert main(["run", "--suite", suite, "--learners", "maml", "--profile", "smoke", "--set",

@@ -93,18 +93,18 @@ class Variant:
 
 GYMNASIUM = Variant("gymnasium", normal_qpos_noise=False, torso_com=False)
 RLLAB = Variant("rllab", normal_qpos_noise=True, torso_com=True)
-VARIANTS = {None: GYMNASIUM, "rllab": RLLAB}
-"""By config value: None (the default) keeps gymnasium v5's conventions."""
+VARIANTS = {None: GYMNASIUM, "gymnasium": GYMNASIUM, "rllab": RLLAB}
+"""By config value: None (unset) and "gymnasium" are gymnasium v5's conventions."""
 
 
 def variant_of(name: str | None, robot: Robot) -> Variant:
     """The variant called `name` (None: gymnasium's); a clear error for an unknown one or rllab's on the ant."""
     if name not in VARIANTS:
-        raise ValueError(f"unknown locomotion variant {name!r}; leave it unset for gymnasium v5's or set rllab")
+        raise ValueError(f"unknown locomotion variant {name!r}; set gymnasium (gymnasium v5's) or rllab")
     variant = VARIANTS[name]
     if variant.torso_com and robot.contact_cost_weight > 0:
         raise ValueError(f"the rllab variant covers the cheetah only (rllab's {robot.name} observation is not built); "
-                         "leave variant unset")
+                         "set variant=gymnasium")
     return variant
 
 
