@@ -14,11 +14,11 @@ progress away (`benchmarks/diagnostics/trpo_curvature.py`); it costs MAML 23 s p
 (`threads`, `sampler_threads`); on a machine with more cores, raise `--jobs`, or give one run
 `--set sampler_threads=N`.
 
-The cheetah suites run the released code's rllab cheetah in every profile (`variant` rllab: 20 observations ending
-with the torso subtree's centre of mass, its velocity in the reward, rllab's initial states;
-`plugins.rl.locomotion.tasks`): with gymnasium v5's 17 observations (`--set variant=gymnasium`) second-order MAML
-reached a third of the released model's return after one step at the released settings (README). The ant suites
-keep gymnasium v5's conventions (`variant` unset: None, so their runs keep the identities they had before the key).
+Every profile runs the released code's rllab environments (`variant` rllab: rllab's observations - the cheetah's 20
+end with the torso subtree's centre of mass, the ant's 125 hold its x-y position -, the whole robot's centre-of-mass
+velocity in the reward, rllab's initial states; `plugins.rl.locomotion.tasks`): with gymnasium v5's 17 cheetah
+observations (`--set variant=gymnasium`) second-order MAML reached a third of the released model's return after one
+step at the released settings (README).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ PAPER: Mapping[str, Any] = {
     "meta_iterations": 500, "meta_batch": 40, "trajectories": 20, "inner_lr": 0.1, "later_inner_lr": 0.05,
     "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 1.0,
     "backtrack_ratio": 0.8, "max_backtracks": 15, "eval_tasks": 40, "eval_trajectories": 20, "eval_steps": 3,
-    "threads": 1, "sampler_threads": 1, "checkpoint_every": 5, "keep_best": True, "variant": None,
+    "threads": 1, "sampler_threads": 1, "checkpoint_every": 5, "keep_best": True, "variant": "rllab",
 }
 SMOKE: Mapping[str, Any] = {
     "meta_iterations": 1, "meta_batch": 2, "trajectories": 2, "eval_tasks": 2, "eval_trajectories": 2,
@@ -71,7 +71,7 @@ class LocomotionSuite:
         self.config = config
         self.robot = family_of(self.family).robot
         try:
-            self.variant = variant_of(config.get("variant"), self.robot)
+            self.variant = variant_of(config.get("variant"))
         except ValueError as error:
             raise UsageError(f"{self.name}: {error}") from None
         self._simulators: dict[int, Simulator] = {}
@@ -114,21 +114,14 @@ class LocomotionSuite:
         return RolloutEvaluator.from_config(self.config, device)
 
 
-class CheetahSuite(LocomotionSuite):
-    """The half cheetah's families: rllab's cheetah in every profile."""
-
-    profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {
-        name: {**profile, "variant": "rllab"} for name, profile in LocomotionSuite.profiles.items()}
-
-
-class CheetahVelocity(CheetahSuite):
+class CheetahVelocity(LocomotionSuite):
     """Half cheetah running at a goal velocity U[0, 2] (reward -|v - g| - 0.05 |a|^2), 200 steps of 0.01 s."""
 
     family = name = "cheetah-velocity"
     feature_names = ("goal_velocity",)
 
 
-class CheetahDirection(CheetahSuite):
+class CheetahDirection(LocomotionSuite):
     """Half cheetah running forward or backward (reward d v - 0.05 |a|^2), 200 steps of 0.01 s."""
 
     family = name = "cheetah-direction"

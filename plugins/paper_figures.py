@@ -128,7 +128,7 @@ def harness_figures() -> list[FigureSpec]:
         *(CurvesFigure(name=f"figure5-{suite}", title=f"Figure 5: {suite}, return against steps (alpha 0.1, then 0.05)",
                        suite=suite, metric="return", log_y=False, lower_is_better=False,
                        reference=released_curves(suite), reference_label="released (cbfinn/maml_rl)",
-                       where={"variant": "rllab"} if suite.startswith("cheetah") else {})
+                       where={"variant": "rllab"})
           for suite in ("cheetah-velocity", "cheetah-direction", "ant-velocity", "ant-direction")),
         SinusoidFits(name="figure2", title="Figure 2: sinusoid fits of MAML and pretraining after 0, 1, 10 steps"),
     ]

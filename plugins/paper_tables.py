@@ -43,18 +43,18 @@ RELEASED_RUN = "MAML, alpha 0.5, 100 iterations (as released)"
 LOCOMOTION = {"cheetah-velocity": "goal velocity", "cheetah-direction": "forward/backward",
               "ant-velocity": "goal velocity", "ant-direction": "forward/backward"}
 """The locomotion suites and the paper's name of their setting."""
-RLLAB_CHEETAH = {"variant": "rllab"}
-"""The cheetah runs the paper's cells are filled from: the released code's rllab cheetah (every cheetah profile)."""
+RLLAB = {"variant": "rllab"}
+"""The locomotion runs the paper's cells are filled from: the released code's rllab environments (every profile)."""
 GYMNASIUM_CHEETAH = ", gymnasium v5 observations"
-"""The extended cheetah tables' second setting: runs made before the cheetah profiles took rllab's (variant unset)."""
+"""The extended cheetah tables' second setting: runs made before the profiles took rllab's (`variant` unset)."""
 
 
 def locomotion_settings(suite: str, setting: str, paths: int) -> dict[str, Select]:
-    """The settings of `suite`'s extended table: the cheetah's rllab runs, then its gymnasium-v5 ones; the ant's."""
-    if not suite.startswith("cheetah"):
-        return {setting: Select(shots=paths)}
-    return {setting: Select(shots=paths, where=RLLAB_CHEETAH),
-            setting + GYMNASIUM_CHEETAH: Select(shots=paths, where={"variant": None})}
+    """The settings of `suite`'s extended table: its rllab runs, then (cheetah) its gymnasium-v5 ones."""
+    settings = {setting: Select(shots=paths, where=RLLAB)}
+    if suite.startswith("cheetah"):
+        settings[setting + GYMNASIUM_CHEETAH] = Select(shots=paths, where={"variant": None})
+    return settings
 
 
 def locomotion_tables() -> list[TableSpec]:
@@ -65,7 +65,7 @@ def locomotion_tables() -> list[TableSpec]:
         title="Table 5: half cheetah forward/backward, mean return over 40 test tasks after 0-3 policy-gradient steps, "
               "context vector vs MAML (alpha 0.1, alpha / 2 after the first step)",
         suite="cheetah-direction", metric="return",
-        settings={"forward/backward": Select(shots=20, where=RLLAB_CHEETAH)}, columns=RL_STEPS,
+        settings={"forward/backward": Select(shots=20, where=RLLAB)}, columns=RL_STEPS,
         rows={"context vector": "context", "MAML": "maml"}, paper=paper_cells(REFERENCE, 5, "cheetah-direction"),
         lower_is_better=False, paired_with="MAML", extra_rows=False,
     )]

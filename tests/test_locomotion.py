@@ -55,7 +55,7 @@ def _f32(values) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("family", "variant"), [(family, GYMNASIUM) for family in sorted(FAMILIES)]
-                         + [("cheetah-direction", RLLAB), ("cheetah-velocity", RLLAB)],
+                         + [(family, RLLAB) for family in sorted(FAMILIES)],
                          ids=lambda value: value.name if isinstance(value, Variant) else value)
 def test_batch_matches_registered_gymnasium_env(family: str, variant: Variant):
     """Same actions and initial states -> bit-identical float32 observations and rewards, the same termination; an
@@ -169,13 +169,38 @@ def test_rllab_variant_runs_on_the_whole_cheetahs_centre_of_mass():
     assert 0.0095 < deviation.std() < 0.0105 and np.abs(deviation).max() > 0.03  # normal, not U(-0.1, 0.1)
 
 
-def test_rllab_variant_needs_its_simulator_and_is_cheetah_only():
+def test_rllab_ant_observes_position_contacts_rotation_and_centre_of_mass():
+    """The rllab ant: 125 observations - qpos with x, y; qvel; clip(cfrc_ext) of all 14 bodies (non-zero once it
+    touches the ground, the world's zero); the torso's rotation matrix; the torso subtree's centre of mass - of the
+    state after the step (a fresh forward pass there gives the same), the reward's velocity rllab's body_comvels."""
+    model = load_model(FAMILIES["ant-direction"].robot)
+    batch = _batch("ant-direction", [1.0], variant=RLLAB)
+    batch.reset()
+    data, touching = mujoco.MjData(model), 0
+    for action in _actions("ant-direction", 1, steps=30, scale=0.5).clamp(-1, 1):
+        observation, reward, done = batch.step(action)
+        assert observation.shape == (1, 125) and not done.any()
+        data.qpos[:], data.qvel[:] = batch.state()[0][0], batch.state()[1][0]
+        data.ctrl[:] = action[0].double().numpy()
+        mujoco.mj_forward(model, data)
+        mujoco.mj_rnePostConstraint(model, data)
+        forces = np.clip(data.cfrc_ext, -1, 1).ravel()
+        expected = np.concatenate([data.qpos, data.qvel, forces, data.xmat[1], data.subtree_com[1]])
+        assert torch.equal(observation[0], _f32(expected))
+        comvel = _rllab_body_comvels(model, data)[1, 0]
+        costs = 0.005 * float((action.double() ** 2).sum()) + 5e-4 * float((forces ** 2).sum())
+        torch.testing.assert_close(reward[0], torch.tensor(comvel + 0.05 - costs, dtype=torch.float32), rtol=0,
+                                   atol=1e-5)
+        assert not forces[:6].any()
+        touching += bool(np.abs(forces).sum() > 0)
+    assert touching >= 3
+
+
+def test_rllab_variant_needs_its_simulator_and_a_known_name():
     robot = FAMILIES["cheetah-velocity"].robot
     with pytest.raises(ValueError, match="simulator made for it"):
         LocomotionBatch("cheetah-velocity", torch.ones(2, 1), torch.Generator(), make_simulator(robot, 2, 1),
                         variant=RLLAB)
-    with pytest.raises(ValueError, match="cheetah only"):
-        gymnasium.make("harness/AntVel-v0", variant="rllab")
     with pytest.raises(ValueError, match="unknown locomotion variant"):
         gymnasium.make("harness/HalfCheetahVel-v0", variant="mujoco-py")
 
@@ -199,7 +224,7 @@ def test_ant_contact_forces_are_gymnasiums_after_each_step():
 
 
 @pytest.mark.parametrize(("env_id", "kwargs"), [(family.env_id, {}) for family in FAMILIES.values()]
-                         + [("harness/HalfCheetahDir-v0", {"variant": "rllab"})])
+                         + [("harness/HalfCheetahDir-v0", {"variant": "rllab"}), ("harness/AntVel-v0", {"variant": "rllab"})])
 def test_check_env(env_id: str, kwargs: dict):
     """gymnasium's checker passes (render modes skipped: they need a display) with only its infinite-bounds notes."""
     for env in (gymnasium.make(env_id, **kwargs), gymnasium.make(env_id, **kwargs).unwrapped):

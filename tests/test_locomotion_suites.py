@@ -33,7 +33,7 @@ def test_paper_profiles_follow_the_released_settings():
     assert (ant["trajectories"], ant["eval_trajectories"]) == (40, 40)
     assert cheetah["inner_lr"] == 0.1 and cheetah["later_inner_lr"] == 0.05 and cheetah["eval_tasks"] == 40
     assert cheetah["meta_iterations"] == 500 and cheetah["eval_steps"] == 3
-    assert cheetah["variant"] == "rllab" and ant["variant"] is None  # rllab's ant observation is not built
+    assert cheetah["variant"] == ant["variant"] == "rllab"
 
 
 @pytest.mark.parametrize("suite", SUITES)
@@ -71,10 +71,10 @@ def test_table_5_the_extended_tables_and_figure_5(tmp_path):
     assert not (figures / "figure5-ant-velocity.png").exists()  # no runs: not drawn
 
 
-def test_the_cheetah_is_rllabs_the_ant_keeps_its_identity_and_bad_variants_exit_2(tmp_path, capsys):
-    """Every cheetah profile runs rllab's cheetah: its policies see 20 observations (the oracle 21), 17 with
-    `--set variant=gymnasium` (another run); the ant's `variant` is None, so its runs keep the identity they had
-    before the key existed; rllab's ant, or an unknown variant, is a one-line error, exit 2, nothing written."""
+def test_every_profile_runs_rllabs_environments_and_a_bad_variant_exits_2(tmp_path, capsys):
+    """Every profile runs rllab's robots: the cheetah's policies see 20 observations (the oracle 21), the ant's 125;
+    `--set variant=gymnasium` gives gymnasium v5's 17 and 105 (other runs); an unknown variant is a one-line error,
+    exit 2, nothing written."""
     out = str(tmp_path / "out")
     assert main(["run", "--suite", "cheetah-direction", "--learners", "maml,oracle", "--profile", "smoke",
                  "--out", out, "--quiet"]) == 0
@@ -86,13 +86,12 @@ def test_the_cheetah_is_rllabs_the_ant_keeps_its_identity_and_bad_variants_exit_
     assert oracle.suite.make_model(extra_inputs=1).mean[0].in_features == 21
     gym = runner.prepare(runner.RunSpec("cheetah-direction", "maml", "smoke", overrides={"variant": "gymnasium"}), REG)
     assert gym.suite.make_model().mean[0].in_features == 17 and gym.run_id != maml.run_id
-    ant = runner.prepare(runner.RunSpec("ant-velocity", "maml", "paper"), REG)
-    assert ant.config["variant"] is None
-    assert runner.run_id(ant.spec, {k: v for k, v in ant.config.items() if k != "variant"}) == ant.run_id
+    for variant, inputs in (("rllab", 125), ("gymnasium", 105)):
+        ant = runner.prepare(runner.RunSpec("ant-velocity", "maml", "paper", overrides={"variant": variant}), REG)
+        assert ant.suite.make_model().mean[0].in_features == inputs
     capsys.readouterr()
-    for suite, variant in (("ant-velocity", "rllab"), ("cheetah-velocity", "mujoco-py")):
-        assert main(["run", "--suite", suite, "--learners", "maml", "--profile", "smoke", "--set",
-                     f"variant={variant}", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
-        error = capsys.readouterr().err.strip()
-        assert error.count("\n") == 0 and "variant" in error, error
+    assert main(["run", "--suite", "cheetah-velocity", "--learners", "maml", "--profile", "smoke", "--set",
+                 "variant=mujoco-py", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "variant" in error, error
     assert not (tmp_path / "bad").exists()

@@ -114,3 +114,15 @@ def test_the_recorded_commit_is_dirty_for_changed_code_but_not_for_written_resul
     (tmp_path / "code.py").write_text("x = 2\n")
     assert runner.source_commit(tmp_path) == head + "-dirty"
     assert runner.source_commit(tmp_path.parent / "not-a-checkout-at-all") is None
+
+
+def test_a_run_identity_leaves_out_keys_set_to_none_and_unhashed_ones():
+    """An option added with the default None (its behaviour before the option) keeps stored runs' identities; a
+    set value or any other change of config makes another run."""
+    spec = runner.RunSpec("sinusoid", "maml", "quick")
+    config = {"inner_lr": 0.01, "meta_iterations": 100}
+    same = runner.run_id(spec, config)
+    assert runner.run_id(spec, {**config, "new_option": None}) == same
+    assert runner.run_id(spec, {**config, "checkpoint_every": 7}) == same
+    assert runner.run_id(spec, {**config, "new_option": "on"}) != same
+    assert runner.run_id(spec, {**config, "inner_lr": 0.02}) != same

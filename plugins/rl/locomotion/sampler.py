@@ -143,11 +143,15 @@ class LocomotionBatch:
         return np.zeros((len(self.tasks), 0))
 
     def _observe(self, contact_forces: np.ndarray) -> np.ndarray:
-        """[E, obs] float64: qpos without its skipped entries, qvel, the clipped contact forces [E, k], (rllab) the
-        torso subtree's centre of mass."""
-        skipped = self.family.robot.skipped_qpos
-        com = self.sim.com[:, :COM_SIZE] if self.variant.torso_com else np.zeros((len(self.tasks), 0))
-        return np.concatenate([self.sim.qpos[:, skipped:], self.sim.qvel, contact_forces, com], axis=1)
+        """[E, obs] float64: qpos without its skipped entries, qvel, the clipped contact forces [E, k]; rllab's: then
+        the torso's rotation matrix (ant) and the torso subtree's centre of mass."""
+        robot = self.family.robot
+        if not self.variant.torso_com:
+            return np.concatenate([self.sim.qpos[:, robot.skipped_qpos:], self.sim.qvel, contact_forces], axis=1)
+        parts = [self.sim.qpos[:, robot.rllab_skipped_qpos:], self.sim.qvel, contact_forces]
+        if robot.rllab_torso_xmat:
+            parts.append(self.sim.torso_xmat)
+        return np.concatenate([*parts, self.sim.com[:, :COM_SIZE]], axis=1)
 
     def _tensor(self, array: np.ndarray) -> Tensor:
         return torch.from_numpy(array).to(device=self.device, dtype=torch.float32)

@@ -7,8 +7,10 @@
   needs cfrc_ext would make Batch compute it, but inside mj_step, before the RK4 stages: not the values gymnasium
   reports (those come from the last stage).
 
-`BatchSimulator(com_sensors=True)` (the rllab variant) adds two sensors to the model, the torso subtree's centre of
-mass and velocity, and makes a forward pass after each step so that they are the new state's (`com`).
+For the rllab variant both make a forward pass after each step so that what they report is the new state's:
+`BatchSimulator(com_sensors=True)` adds two sensors to the model, the torso subtree's centre of mass and velocity
+(`com`); `LoopSimulator(rllab=True)` follows it with mj_rnePostConstraint and mj_subtreeVel (`com`, `torso_xmat`, the
+contact forces of every body).
 
 Both report simulation failures instead of keeping them: MuJoCo resets a simulation whose qpos, qvel or qacc go bad
 (NaN, inf, huge) and counts a warning; `step` returns which simulations raised a warning or a MuJoCo error.
@@ -85,24 +87,29 @@ class BatchSimulator:
 
 class LoopSimulator:
     """E MjData stepped by mj_step then mj_rnePostConstraint (as gymnasium's MujocoEnv) on `threads` threads (0: all
-    CPUs). Besides qpos and qvel: torso_x [E] (the torso's xpos x) and `contact_forces`."""
+    CPUs). Besides qpos and qvel: torso_x [E] (the torso's xpos x) and `contact_forces`. `rllab`: mj_step, then
+    mj_forward, mj_rnePostConstraint and mj_subtreeVel on the new state (also after a reset); `com` [E, 6] (the torso
+    subtree's centre of mass and linear velocity) and `torso_xmat` [E, 9]; `contact_forces` of every body."""
 
-    def __init__(self, robot: Robot, size: int, threads: int = 0) -> None:
+    def __init__(self, robot: Robot, size: int, threads: int = 0, rllab: bool = False) -> None:
         self.model = load_model(robot)
-        self.size, self.frame_skip, self.com_sensors = size, robot.frame_skip, False
+        self.size, self.frame_skip, self.rllab, self.com_sensors = size, robot.frame_skip, rllab, rllab
         self.datas = [mujoco.MjData(self.model) for _ in range(size)]
         self.qpos = np.zeros((size, self.model.nq))
         self.qvel = np.zeros((size, self.model.nv))
         self.torso_x = np.zeros(size)
-        self._cfrc_ext = np.zeros((size, self.model.nbody - 1, 6))
+        self.com, self.torso_xmat = np.zeros((size, 6)), np.zeros((size, 9))
+        self._cfrc_ext = np.zeros((size, self.model.nbody, 6))
         self._failed = np.zeros(size, dtype=bool)
         self.threads = threads or cpu_count()
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     @property
     def contact_forces(self) -> np.ndarray:
-        """[E, 6 (nbody - 1)] clip(cfrc_ext[1:], -1, 1), flattened as in gymnasium Ant-v5's observation."""
-        return np.clip(self._cfrc_ext, -1.0, 1.0).reshape(self.size, -1)
+        """[E, 6 (nbody - 1)] clip(cfrc_ext[1:], -1, 1), flattened as in gymnasium Ant-v5's observation (rllab: of
+        every body, the world's included, [E, 6 nbody])."""
+        forces = self._cfrc_ext if self.rllab else self._cfrc_ext[:, 1:]
+        return np.clip(forces, -1.0, 1.0).reshape(self.size, -1)
 
     def reset(self, qpos: np.ndarray, qvel: np.ndarray, ids: np.ndarray | None = None) -> None:
         """As gymnasium's reset: mj_resetData, the state, mj_forward (cfrc_ext stays zero until the first step)."""
@@ -113,6 +120,8 @@ class LoopSimulator:
             data.qpos[:], data.qvel[:] = qpos[j], qvel[j]
             try:
                 mujoco.mj_forward(self.model, data)
+                if self.rllab:
+                    self._post_forward(data)
             except mujoco.FatalError:
                 self._failed[i] = True
             self._record(i)
@@ -131,17 +140,31 @@ class LoopSimulator:
             data.ctrl[:] = ctrl[i]
             try:
                 mujoco.mj_step(self.model, data, self.frame_skip)
-                mujoco.mj_rnePostConstraint(self.model, data)
+                if self.rllab:
+                    mujoco.mj_forward(self.model, data)
+                    self._post_forward(data)
+                else:
+                    mujoco.mj_rnePostConstraint(self.model, data)
             except mujoco.FatalError:
                 self._failed[i] = True
             self._record(i)
 
+    def _post_forward(self, data: mujoco.MjData) -> None:
+        """What rllab read after its forward pass: contact forces (MuJoCo 1.31's mj_forward computed them) and the
+        subtrees' velocities."""
+        mujoco.mj_rnePostConstraint(self.model, data)
+        mujoco.mj_subtreeVel(self.model, data)
+
     def _record(self, i: int) -> None:
-        """Copy simulation i's state, torso x and contact forces out; mark it failed on a MuJoCo warning."""
+        """Copy simulation i's state, torso x, contact forces (and rllab's quantities) out; mark it failed on a MuJoCo
+        warning."""
         data = self.datas[i]
         self.qpos[i], self.qvel[i] = data.qpos, data.qvel
         self.torso_x[i] = data.xpos[TORSO, 0]
-        self._cfrc_ext[i] = data.cfrc_ext[1:]
+        self._cfrc_ext[i] = data.cfrc_ext
+        if self.rllab:
+            self.com[i] = np.concatenate([data.subtree_com[TORSO], data.subtree_linvel[TORSO]])
+            self.torso_xmat[i] = data.xmat[TORSO]
         self._failed[i] |= data.warning.number.any()
 
 
@@ -149,5 +172,5 @@ def make_simulator(robot: Robot, size: int, threads: int = 0, variant: Variant =
     """The fastest simulator that gives what `robot`'s observation and reward need under `variant`
     (`BatchSimulator` unless contact forces or the torso's xpos are needed)."""
     if robot.contact_cost_weight > 0 or robot.torso_velocity:
-        return LoopSimulator(robot, size, threads)
+        return LoopSimulator(robot, size, threads, rllab=variant.torso_com)
     return BatchSimulator(robot, size, threads, com_sensors=variant.torso_com)

@@ -22,12 +22,14 @@ Taken from the authors' released code (github.com/cbfinn/maml_rl, rllab `envs/mu
 - Velocity v as gymnasium v5 computes it: the change of qpos[0] (cheetah) or of the torso's xpos x (ant, after an
   RK4 step xpos is that of the last stage, not qpos) over dt. rllab used the torso's centre-of-mass velocity.
 
-Observations, initial states and velocity follow gymnasium v5 by default; the `RLLAB` variant (cheetah only, the
-suites' `--set variant=rllab`) follows the released code's rllab environments instead (`mujoco_env.py`,
-`half_cheetah_env_rand*.py`): the observation ends with the torso subtree's centre of mass (`get_body_com`, 20
-values; its x grows with the distance run), qpos starts at qpos0 + 0.01 N(0, 1), and v is the torso subtree's
-centre-of-mass velocity (`get_body_comvel`, the whole cheetah's), both after a forward pass on the new state, as
-rllab's `forward_dynamics` made one. Dynamics, costs and time steps are the same in both.
+Observations, initial states and velocity follow gymnasium v5 (`GYMNASIUM`) or the released code's rllab
+environments (`RLLAB`, the suites' `variant`; `mujoco_env.py`, `half_cheetah_env_rand*.py`, `ant_env_rand*.py`):
+qpos starts at qpos0 + 0.01 N(0, 1); v is the torso subtree's centre-of-mass velocity (`get_body_comvel`, the whole
+robot's); the observation is the cheetah's qpos[1:], qvel and the torso subtree's centre of mass (`get_body_com`, 20
+values; its x grows with the distance run), or the ant's qpos (with x, y), qvel, clip(cfrc_ext, -1, 1) of every body,
+the torso's rotation matrix and centre of mass (125 values) - all after a forward pass on the new state, as rllab's
+`forward_dynamics` made one (the ant's contact forces then come from mj_rnePostConstraint on that state: MuJoCo 1.31's
+forward pass computed them, today's does not). Dynamics, costs and time steps are the same in both.
 """
 from __future__ import annotations
 
@@ -71,13 +73,17 @@ class Robot:
     """Episodes terminate when torso z (qpos[2]) leaves this range or the state is not finite."""
     torso_velocity: bool = False
     """v from the torso's xpos (gymnasium Ant-v5) rather than from qpos[0] (gymnasium HalfCheetah-v5)."""
+    rllab_skipped_qpos: int = 0
+    """Leading qpos entries rllab's observation leaves out (its cheetah: x; its ant: none)."""
+    rllab_torso_xmat: bool = False
+    """rllab's observation holds the torso's rotation matrix (its ant's)."""
 
 
 CHEETAH = Robot("cheetah", "half_cheetah.xml", frame_skip=1, observation_size=17, action_size=6, skipped_qpos=1,
-                ctrl_cost_weight=0.05)
+                ctrl_cost_weight=0.05, rllab_skipped_qpos=1)
 ANT = Robot("ant", "ant.xml", frame_skip=2, observation_size=105, action_size=8, skipped_qpos=2,
             ctrl_cost_weight=0.005, contact_cost_weight=5e-4, survive_bonus=0.05, velocity_bonus=1.0,
-            healthy_z=(0.2, 1.0), torso_velocity=True)
+            healthy_z=(0.2, 1.0), torso_velocity=True, rllab_torso_xmat=True)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class Variant:
     normal_qpos_noise: bool
     """qpos0 + 0.01 N(0, 1) (rllab) rather than qpos0 + U(-0.1, 0.1) (gymnasium v5)."""
     torso_com: bool
-    """The observation ends with the torso subtree's centre of mass and v is its x-velocity, after the step."""
+    """rllab's observation (ending with the torso subtree's centre of mass) and v its x-velocity, after the step."""
 
 
 GYMNASIUM = Variant("gymnasium", normal_qpos_noise=False, torso_com=False)
@@ -97,20 +103,20 @@ VARIANTS = {None: GYMNASIUM, "gymnasium": GYMNASIUM, "rllab": RLLAB}
 """By config value: None (unset) and "gymnasium" are gymnasium v5's conventions."""
 
 
-def variant_of(name: str | None, robot: Robot) -> Variant:
-    """The variant called `name` (None: gymnasium's); a clear error for an unknown one or rllab's on the ant."""
+def variant_of(name: str | None) -> Variant:
+    """The variant called `name` (None: gymnasium's); a clear error for an unknown one."""
     if name not in VARIANTS:
         raise ValueError(f"unknown locomotion variant {name!r}; set gymnasium (gymnasium v5's) or rllab")
-    variant = VARIANTS[name]
-    if variant.torso_com and robot.contact_cost_weight > 0:
-        raise ValueError(f"the rllab variant covers the cheetah only (rllab's {robot.name} observation is not built); "
-                         "set variant=gymnasium")
-    return variant
+    return VARIANTS[name]
 
 
 def observation_size(robot: Robot, variant: Variant) -> int:
-    """The length of `robot`'s observation under `variant`."""
-    return robot.observation_size + (COM_SIZE if variant.torso_com else 0)
+    """The length of `robot`'s observation under `variant` (rllab: cheetah 20, ant 125)."""
+    if not variant.torso_com:
+        return robot.observation_size
+    model = load_model(robot)
+    contacts = 6 * model.nbody if robot.contact_cost_weight > 0 else 0
+    return model.nq - robot.rllab_skipped_qpos + model.nv + contacts + 9 * robot.rllab_torso_xmat + COM_SIZE
 
 
 @dataclass(frozen=True)
