@@ -1,6 +1,7 @@
 """Env-steps per second of the locomotion sampler (`LocomotionBatch`, E = 800 environments) with a random Gaussian
-MLP 100-100 policy in the loop (one torch forward per step for all environments), against gymnasium's SyncVectorEnv
-of 80 registered environments with the same policy. Only steps of live environments count (a random ant falls).
+MLP 100-100 policy in the loop (one torch forward per step for all environments), with gymnasium v5's conventions and
+with rllab's (the suites' `variant`: a forward pass more per step), against gymnasium's SyncVectorEnv of 80
+registered environments with the same policy. Only steps of live environments count (a random ant falls).
 
     python -m pytest benchmarks/test_locomotion_sampler.py --benchmark-only -s
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from plugins.rl.locomotion import FAMILIES, LocomotionBatch, sample_tasks
+from plugins.rl.locomotion.tasks import VARIANTS
 from plugins.rl.policy_gradient import GaussianMLPPolicy, split
 
 E, STEPS, VECTOR_ENVS = 800, 50, 80
@@ -72,14 +74,15 @@ def _sample_vector(envs: gymnasium.vector.VectorEnv, policy: GaussianMLPPolicy, 
     meter.add(VECTOR_ENVS * STEPS, time.perf_counter() - start)
 
 
+@pytest.mark.parametrize("variant", ["gymnasium", "rllab"])
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_locomotion_batch(benchmark, family: str):
+def test_locomotion_batch(benchmark, family: str, variant: str):
     benchmark.group = f"locomotion sampling, {family}"
     generator = torch.Generator().manual_seed(0)
-    env = LocomotionBatch(family, sample_tasks(family, E, generator), generator)
+    env = LocomotionBatch(family, sample_tasks(family, E, generator), generator, variant=VARIANTS[variant])
     policy, meter = GaussianMLPPolicy(env.observation_size, env.action_size), Meter()
     benchmark.pedantic(_sample_batch, args=(env, policy, generator, meter), rounds=3, warmup_rounds=1)
-    meter.report(benchmark, f"LocomotionBatch {family}, E = {E}")
+    meter.report(benchmark, f"LocomotionBatch {family} ({variant}), E = {E}")
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
