@@ -224,7 +224,8 @@ def test_ant_contact_forces_are_gymnasiums_after_each_step():
 
 
 @pytest.mark.parametrize(("env_id", "kwargs"), [(family.env_id, {}) for family in FAMILIES.values()]
-                         + [("harness/HalfCheetahDir-v0", {"variant": "rllab"}), ("harness/AntVel-v0", {"variant": "rllab"})])
+                         + [(env_id, {"variant": "rllab"}) for env_id in ("harness/HalfCheetahDir-v0",
+                                                                          "harness/AntVel-v0")])
 def test_check_env(env_id: str, kwargs: dict):
     """gymnasium's checker passes (render modes skipped: they need a display) with only its infinite-bounds notes."""
     for env in (gymnasium.make(env_id, **kwargs), gymnasium.make(env_id, **kwargs).unwrapped):
