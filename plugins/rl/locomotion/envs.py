@@ -111,6 +111,7 @@ class _TaskEnv:
         return np.concatenate([*parts, torso.subtree_com])
 
     def _rllab_contact_forces(self) -> np.ndarray:
+        """clip(cfrc_ext, -1, 1) of every body, the world's included (rllab's), flattened."""
         return np.clip(self.data.cfrc_ext, -1.0, 1.0).ravel()
 
     def _step(self, action: np.ndarray, x_position: Callable[[], float]) -> tuple[float, float]:
