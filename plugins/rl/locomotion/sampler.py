@@ -51,7 +51,7 @@ class LocomotionBatch:
         self.tasks = tasks[:, 0].detach().double().cpu().numpy()
         self.generator = generator
         self.sim = simulator if simulator is not None else make_simulator(robot, len(tasks), threads, variant)
-        if variant.torso_com and not getattr(self.sim, "com_sensors", False):
+        if variant.torso_com and not self.sim.com_sensors:
             raise ValueError("the rllab variant needs a simulator made for it: make_simulator(..., variant=RLLAB)")
         if self.sim.size != len(tasks):
             raise ValueError(f"the simulator has {self.sim.size} simulations for {len(tasks)} tasks")
