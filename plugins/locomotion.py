@@ -49,9 +49,11 @@ SMOKE: Mapping[str, Any] = {
     "eval_steps": 1, "cg_iters": 2, "threads": 1, "sampler_threads": 1,
 }
 QUICK: Mapping[str, Any] = {"meta_iterations": 30, "meta_batch": 20, "trajectories": 10, "eval_tasks": 20}
-ANT: Mapping[str, Any] = {"fill_env_steps": True}
+ANT: Mapping[str, Any] = {"fill_env_steps": True, "finish_begun": True}
 """The ant's episodes end early (unhealthy torso), so its batches are counted in env steps as the released code's
-sampler counted them (`rollout`'s `fill_env_steps`); the cheetah's never do, and would get the same batches."""
+sampler counted them (`rollout`'s `fill_env_steps`), keeping every episode begun before a task's budget is spent
+(`finish_begun`: dropping the running ones favoured the falls); the cheetah's never end early, and would get the
+same batches."""
 
 
 class LocomotionSuite:
@@ -100,7 +102,8 @@ class LocomotionSuite:
             return LocomotionBatch(self.family, t, generator, self._simulator(len(t)), variant=self.variant)
 
         return rollout(make, policy, params, tasks, trajectories, generator,
-                       fill_env_steps=self.config.get("fill_env_steps", False))
+                       fill_env_steps=self.config.get("fill_env_steps", False),
+                       finish_begun=self.config.get("finish_begun", False))
 
     def _simulator(self, size: int) -> Simulator:
         if size not in self._simulators:

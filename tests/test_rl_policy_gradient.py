@@ -386,3 +386,39 @@ def test_filling_env_steps_packs_whole_episodes_and_drops_the_unfinished_ones_as
         torch.testing.assert_close(filled.undiscounted_return()[t], torch.stack(sums).mean())
     torch.testing.assert_close(plain.returns(gamma), Paths(*pytree.tree_leaves(plain), time=plain.step_times())
                                .returns(gamma))  # one episode per row: the two ways agree
+
+
+def test_filling_with_finish_begun_keeps_every_episode_begun_and_begins_none_once_the_budget_is_spent():
+    policy, params = policy_and_params((4,))
+    noisy = per_task(params, params, params, params, {k: v + 0.5 for k, v in params.items()})
+    horizon, n = 10, 3
+    tasks = torch.tensor([[0.15, 0.1], [-0.2, 0.1], [0.0, 0.0], [0.0, 100.0]], dtype=DTYPE)
+
+    class Logged(PointEnv):
+        def restart(self, which: Tensor) -> Tensor:  # the steps its task had taken when each episode began
+            taken = self.simulated.reshape(len(tasks), n).sum(-1).repeat_interleave(n)
+            self.begun_after = getattr(self, "begun_after", []) + taken[which].tolist()
+            return super().restart(which)
+
+    envs: list[PointEnv] = []
+    make = lambda t: envs.append(Logged(t, horizon=horizon)) or envs[-1]
+    sample = lambda **fill: rollout(make, forward_of(policy), noisy, tasks, n, torch.Generator().manual_seed(0),
+                                    fill_env_steps=True, **fill)
+    dropping = sample()
+    finishing = sample(finish_begun=True)
+    env = envs[-1]
+    for a, b in zip(pytree.tree_leaves(dropping), pytree.tree_leaves(finishing)):  # no early end: the same paths
+        assert torch.equal(a[2, :n], b[2, :n]) and (a[2, n:] == 0).all() and (b[2, n:] == 0).all()
+    begun = n + env.restarts.reshape(len(tasks), n).sum(-1)
+    assert torch.equal(finishing.episodes(), begun)  # every episode begun is kept ...
+    kept = finishing.mask.sum((-2, -1))
+    assert torch.equal(kept, env.simulated.reshape(len(tasks), n).sum(-1).to(DTYPE))  # ... whole: none is dropped
+    assert ((kept >= n * horizon) & (kept < n * horizon + n * horizon)).all()  # an env overruns by under H steps
+    assert finishing.episodes()[3] == n * horizon  # one-step episodes: the budget is spent exactly
+    assert max(env.begun_after) < n * horizon  # no episode begins once the task's envs have taken N x H steps
+    for t in range(len(tasks)):  # each kept episode is whole: it ended at the goal or at H
+        mask, time = finishing.mask[t].flatten(), finishing.time[t].flatten()
+        count = int(mask.sum())
+        ends = [i for i in range(1, count) if time[i] == 0] + [count]
+        rewards = finishing.rewards[t].flatten()
+        assert all(time[e - 1] == horizon - 1 or -rewards[e - 1] < tasks[t, 1] for e in ends)

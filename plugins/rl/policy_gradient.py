@@ -179,7 +179,7 @@ FILL_LIMIT = 4
 @torch.no_grad()
 def rollout(
     env_factory: EnvFactory, policy: Forward, params: Params, tasks: Tensor, n_trajectories: int,
-    generator: torch.Generator, action_scale: float = 1.0, fill_env_steps: bool = False,
+    generator: torch.Generator, action_scale: float = 1.0, fill_env_steps: bool = False, finish_begun: bool = False,
 ) -> Paths:
     """`n_trajectories` (N) trajectories of each of the T tasks `tasks` [T, k], each under its own policy.
 
@@ -194,9 +194,12 @@ def rollout(
     sampler counted its batch: every env starts a new episode (`restart`) whenever one ends, until the finished
     episodes of its task hold N x H steps (or `FILL_LIMIT` x H steps have passed); then the task's envs are not
     restarted and their running episodes are stopped (`stop`: not simulated further) and dropped, as rllab dropped
-    unfinished paths. Each task's kept steps, env by env, are then packed into rows of H (`Paths.time` says where
-    episodes start; one may continue into the next row): [T, R, H, ...] with R >= N rows, as many as the task
-    keeping the most steps needs, so that the work on a batch follows its env steps.
+    unfinished paths. With `finish_begun` as well, a task's budget counts the steps its envs have taken instead, and
+    the episodes begun before it is spent run to their end and are kept: whether an episode is kept is settled when
+    it begins, not by how long it runs (dropping favours the episodes that end early: rllab's one env per task
+    dropped one path in N, 20 envs per task drop up to 20). Each task's kept steps, env by env, are then packed into
+    rows of H (`Paths.time` says where episodes start; one may continue into the next row): [T, R, H, ...] with R >=
+    N rows, as many as the task keeping the most steps needs, so that the work on a batch follows its env steps.
     Where no episode ends early the paths are the same as without.
     """
     n_tasks, n = tasks.shape[0], n_trajectories
@@ -208,6 +211,7 @@ def rollout(
     alive = torch.ones(e, dtype=torch.bool, device=obs.device)
     time = torch.zeros(e, dtype=obs.dtype, device=obs.device)
     finished = torch.zeros(e, dtype=obs.dtype, device=obs.device)  # steps in this env's finished episodes
+    taken = torch.zeros(e, dtype=obs.dtype, device=obs.device)  # steps this env has taken
     observations = obs.new_zeros(e, length, env.observation_size)
     actions = obs.new_zeros(e, length, env.action_size)
     rewards = obs.new_zeros(e, length)
@@ -224,9 +228,10 @@ def rollout(
         times[:, t], ended[:, t] = time, done & alive
         if fill_env_steps:
             finished = torch.where(done & alive, finished + time + 1, finished)
-            full = finished.reshape(n_tasks, n).sum(-1) >= n * h
-            alive = alive & ~full.repeat_interleave(n)
-            env.stop(~alive)  # a full task's running episodes will be dropped: not simulated further
+            taken = taken + alive.to(taken.dtype)
+            spent = (taken if finish_begun else finished).reshape(n_tasks, n).sum(-1).ge(n * h).repeat_interleave(n)
+            alive = alive & ~(spent & done if finish_begun else spent)
+            env.stop(~alive)  # episodes that ended or will be dropped: not simulated further
             time = torch.where(done, 0, time + 1)
             obs = env.restart(done & alive)
         else:
