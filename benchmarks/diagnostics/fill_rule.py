@@ -1,5 +1,5 @@
 """What a filled batch keeps of a policy's episodes: rollouts of one randomly initialised policy on the ant (or any
-locomotion or navigation suite) without filling (N episodes per task, the reference), with `fill_env_steps` dropping
+locomotion suite) without filling (N episodes per task, the reference), with `fill_env_steps` dropping
 the episodes still running when a task's batch fills, and with `finish_begun` as well (they run to their end and are
 kept): a diagnostic, the store untouched.
 
