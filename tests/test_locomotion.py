@@ -236,12 +236,14 @@ def test_check_env(env_id: str, kwargs: dict):
         assert all(any(text in str(w.message) for text in expected) for w in caught), [str(w.message) for w in caught]
 
 
-@pytest.mark.parametrize(("family", "simulator"),
-                         [("cheetah-velocity", BatchSimulator), ("ant-direction", LoopSimulator)])
-def test_simulation_error_is_reported_and_masked(family: str, simulator: type):
+@pytest.mark.parametrize(("family", "variant", "simulator"),
+                         [("cheetah-velocity", GYMNASIUM, BatchSimulator), ("ant-direction", GYMNASIUM, LoopSimulator),
+                          ("ant-direction", RLLAB, BatchSimulator)],
+                         ids=lambda value: value.name if isinstance(value, Variant) else None)
+def test_simulation_error_is_reported_and_masked(family: str, variant: Variant, simulator: type):
     """A huge velocity in one env: MuJoCo warns and resets it; the sampler counts it in `failed`, warns, and masks
     it (done, reward 0, frozen observation) while the others run on."""
-    batch = _batch(family, TASKS[family])
+    batch = _batch(family, TASKS[family], variant=variant)
     assert isinstance(batch.sim, simulator)
     batch.reset()
     qpos, qvel = batch.state()
@@ -259,14 +261,17 @@ def test_simulation_error_is_reported_and_masked(family: str, simulator: type):
     assert not batch.failed.any()
 
 
-@pytest.mark.parametrize(("family", "simulator"),
-                         [("cheetah-velocity", BatchSimulator), ("ant-direction", LoopSimulator)])
-def test_restart_starts_new_episodes_in_some_envs_and_leaves_the_others_running(family: str, simulator: type):
+@pytest.mark.parametrize(("family", "variant", "simulator"),
+                         [("cheetah-velocity", GYMNASIUM, BatchSimulator), ("ant-direction", GYMNASIUM, LoopSimulator),
+                          ("ant-direction", RLLAB, BatchSimulator)],
+                         ids=lambda value: value.name if isinstance(value, Variant) else None)
+def test_restart_starts_new_episodes_in_some_envs_and_leaves_the_others_running(family: str, variant: Variant,
+                                                                                simulator: type):
     """`restart` (for batches counted in env steps): the restarted envs start from a fresh initial state, as a
     gymnasium env reset there goes on (same observations and rewards), with their own step count towards the horizon;
     the others run on exactly as without the restart."""
     tasks, actions = TASKS[family], _actions(family, 3, steps=12, scale=0.5)
-    plain, batch = _batch(family, tasks), _batch(family, tasks)
+    plain, batch = _batch(family, tasks, variant=variant), _batch(family, tasks, variant=variant)
     assert isinstance(batch.sim, simulator)
     plain.reset(), batch.reset()
     expected = [plain.step(action) for action in actions]
@@ -276,8 +281,8 @@ def test_restart_starts_new_episodes_in_some_envs_and_leaves_the_others_running(
     qpos, qvel = batch.state()
     assert batch.steps.tolist() == [5, 0, 5] and not batch.done.any()
     assert not torch.equal(restarted[1], expected[4][0][1])
-    gym_obs, gym_rewards, _, _ = _gym_episode(gymnasium.make(FAMILIES[family].env_id), qpos[1], qvel[1],
-                                              batch.tasks[1], actions[5:, 1])
+    gym_obs, gym_rewards, _, _ = _gym_episode(gymnasium.make(FAMILIES[family].env_id, variant=variant.name),
+                                              qpos[1], qvel[1], batch.tasks[1], actions[5:, 1])
     assert torch.equal(restarted[1], _f32(gym_obs[0]))
     for t, action in enumerate(actions[5:], start=5):
         observations, rewards, done = batch.step(action)

@@ -73,7 +73,8 @@ class LocomotionBatch:
         if len(ids):
             self.sim.reset(*self._initial_states(len(ids)), ids)
             self.steps[ids], self.done[ids] = 0, False
-            self._x[ids] = self._x_position()[ids]
+            if self._x is not None:
+                self._x[ids] = self._x_position()[ids]
             self._observations[ids] = self._observe(self._contact_forces())[ids]
         return self._tensor(self._observations)
 
@@ -102,7 +103,7 @@ class LocomotionBatch:
         self.steps = np.zeros(len(self.tasks), dtype=np.int64)  # of each environment's episode
         self.done = np.zeros(len(self.tasks), dtype=bool)
         self.failed = torch.zeros(len(self.tasks), dtype=torch.bool)
-        self._x = self._x_position()
+        self._x = None if self.variant.torso_com else self._x_position()
         self._observations = self._observe(self._contact_forces())
         return self._tensor(self._observations)
 
@@ -118,19 +119,27 @@ class LocomotionBatch:
         failed = np.zeros_like(active)
         if len(ids):
             failed[ids] = self.sim.step(action, ids)
-        x, contact_forces = self._x_position(), self._contact_forces()
-        observations = self._observe(contact_forces)
-        velocity = self.sim.com[:, COM_SIZE] if self.variant.torso_com else (x - self._x) / self.dt
-        rewards = task_rewards(self.family, self.tasks, velocity, action, contact_forces)
         live = active & ~failed
+        contact_forces = self._contact_forces()
+        observations = self._observe(contact_forces)
+        rewards = task_rewards(self.family, self.tasks, self._velocity(live), action, contact_forces)
         rewards = np.where(live, rewards, 0.0)
-        self._x = np.where(live, x, self._x)
         self._observations = np.where(live[:, None], observations, self._observations)
         self.steps += 1
         terminated = live & unhealthy(self.family.robot, self.sim.qpos, self.sim.qvel)
         self.done = self.done | terminated | failed | (self.steps >= self.horizon)
         self._report(failed)
         return self._tensor(self._observations), self._tensor(rewards), torch.from_numpy(self.done).to(self.device)
+
+    def _velocity(self, live: np.ndarray) -> np.ndarray:
+        """[E] the reward's x-velocity of this step: rllab's torso subtree's (the simulator's, of the new state) or
+        gymnasium v5's change of `_x_position` over dt, whose last value the `live` [E] environments update."""
+        if self._x is None:
+            return self.sim.com[:, COM_SIZE]
+        x = self._x_position()
+        velocity = (x - self._x) / self.dt
+        self._x = np.where(live, x, self._x)
+        return velocity
 
     def _x_position(self) -> np.ndarray:
         """[E] the x coordinate whose change over dt is the velocity (gymnasium v5's choice per robot)."""

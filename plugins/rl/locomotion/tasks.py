@@ -149,13 +149,18 @@ def family_of(name: str) -> Family:
 
 
 @functools.cache
-def load_model(robot: Robot, com_sensors: bool = False) -> mujoco.MjModel:
-    """gymnasium's v5 model of `robot` (read-only: shared by every simulation of this process); with `com_sensors`,
-    two passive sensors more, the torso subtree's centre of mass and linear velocity (sensordata [6])."""
-    if not com_sensors:
+def load_model(robot: Robot, rllab_sensors: bool = False) -> mujoco.MjModel:
+    """gymnasium's v5 model of `robot` (read-only: shared by every simulation of this process); with `rllab_sensors`,
+    passive sensors that make mj_forward compute what rllab read: the torso subtree's centre of mass and linear
+    velocity (sensordata[:6]), and for robots with contact costs the torso's linear acceleration (sensordata[6:9]),
+    whose evaluation runs mj_rnePostConstraint and so fills cfrc_ext."""
+    if not rllab_sensors:
         return mujoco.MjModel.from_xml_path(expand_model_path(robot.xml_file))
     spec = mujoco.MjSpec.from_file(expand_model_path(robot.xml_file))
-    for sensor in (mujoco.mjtSensor.mjSENS_SUBTREECOM, mujoco.mjtSensor.mjSENS_SUBTREELINVEL):
+    sensors = [mujoco.mjtSensor.mjSENS_SUBTREECOM, mujoco.mjtSensor.mjSENS_SUBTREELINVEL]
+    if robot.contact_cost_weight > 0:
+        sensors.append(mujoco.mjtSensor.mjSENS_FRAMELINACC)
+    for sensor in sensors:
         spec.add_sensor(type=sensor, objtype=mujoco.mjtObj.mjOBJ_BODY, objname="torso")
     with warnings.catch_warnings():  # gymnasium's models use it; from_xml_path above only logs it
         warnings.filterwarnings("ignore", message="compiler attribute 'settotalmass' is deprecated")
