@@ -39,6 +39,7 @@ from harness.store import RunRecord, Store
 PROFILES = ("smoke", "quick", "paper")
 TRAIN_SECONDS = "harness_train_seconds"  # the runner's own entries in a learner's training checkpoint
 CONTINUED_FROM = "harness_continued_from"
+SEGMENTS = "harness_segments"
 
 
 class Diverged(RuntimeError):
@@ -174,11 +175,23 @@ class RunContext:
         self._started = time.perf_counter()
         self._earlier_seconds = 0.0  # meta-training time spent before the checkpoint this run resumed from
         self._continued_from: dict[str, Any] | None = None  # the other device's run whose checkpoint began this one
+        self._segments: list[dict[str, Any]] = []  # the earlier processes' shares of training (`segments`)
+        self._resumed_after: Any = None  # the iteration of the checkpoint this process resumed from
         self._stop_requested = False  # Ctrl-C: checkpoint at the end of this iteration, then stop
 
     def train_seconds(self) -> float:
         """Wall time of meta-training so far, across interruptions."""
         return self._earlier_seconds + time.perf_counter() - self._started
+
+    def segments(self) -> list[dict[str, Any]]:
+        """Who trained this run, one entry per process so far (this one last): host, commit, Python and torch
+        versions, seconds of training, and the checkpoint's iteration it resumed after (None: from the start). A run
+        resumed across sessions and machines keeps the record of each; a checkpoint written before segments were
+        kept contributes one entry of host None with its seconds."""
+        current = {"host": platform.node(), "commit": git_commit(), "python": platform.python_version(),
+                   "torch": str(torch.__version__), "seconds": round(time.perf_counter() - self._started, 1),
+                   "resumed_after": self._resumed_after}
+        return [*self._segments, current]
 
     def generator(self, iteration: int, stream: str = "batch") -> torch.Generator:
         return generator(*self._identity, stream, iteration)
@@ -232,13 +245,17 @@ class RunContext:
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         extra = {CONTINUED_FROM: self._continued_from} if self._continued_from else {}
-        checkpoints.save_tensors(self._path, {**state, TRAIN_SECONDS: self.train_seconds(), **extra})
+        checkpoints.save_tensors(self._path, {**state, TRAIN_SECONDS: self.train_seconds(),
+                                              SEGMENTS: self.segments(), **extra})
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         state = checkpoints.load_tensors(self._path)
         if state is not None:
             self._earlier_seconds = state.pop(TRAIN_SECONDS, 0.0)
             self._continued_from = state.pop(CONTINUED_FROM, None)
+            unrecorded = [{"host": None, "seconds": round(self._earlier_seconds, 1)}] if self._earlier_seconds else []
+            self._segments = state.pop(SEGMENTS, unrecorded)
+            self._resumed_after = state.get("iteration")
             if self._continued_from:
                 self.record("continued_from", self._continued_from)
             self._started = time.perf_counter()
@@ -275,6 +292,7 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
             checkpoints.save_model(run_dir, state, {**prepared.config, "suite": spec.suite, "learner": spec.learner,
                                                     "profile": spec.profile, "seed": spec.seed})
             store.trained(prepared.run_id, ctx.train_seconds())
+            ctx.record("segments", ctx.segments())
         evaluator = prepared.suite.evaluator(torch.device(spec.device))
         scores = list(evaluator.evaluate(prepared.suite, prepared.learner, state, progress))
     except Exception as exc:

@@ -1,5 +1,6 @@
 """The command line: smoke runs of every learner x suite, rerun and resume, reports, and bad input."""
 import json
+import platform
 import sqlite3
 from dataclasses import replace
 
@@ -107,6 +108,23 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, 
     db = sqlite3.connect(tmp_path / "cut" / "results.sqlite")
     (status, seconds), = db.execute("SELECT status, train_seconds FROM runs")
     assert status == "done" and seconds >= checkpoint["harness_train_seconds"]
+    first, second = Store(tmp_path / "cut").details(run_dir.name)["segments"]
+    assert (first["resumed_after"], second["resumed_after"]) == (None, 9)
+    assert first["host"] == second["host"] == platform.node() and second["torch"] == torch.__version__
+    assert first["seconds"] == pytest.approx(checkpoint["harness_train_seconds"], abs=0.1)
+    assert first["seconds"] + second["seconds"] == pytest.approx(seconds, abs=0.2)
+
+
+def test_a_checkpoint_from_before_segments_were_kept_counts_as_one_unrecorded_segment(tmp_path, monkeypatch):
+    run_interrupted_at_17(tmp_path, monkeypatch)
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    checkpoint = torch.load(run_dir / "train-checkpoint.pt", weights_only=True)
+    del checkpoint["harness_segments"]
+    torch.save(checkpoint, run_dir / "train-checkpoint.pt")
+    assert main([*CUT, "--out", str(tmp_path)]) == 0
+    earlier, this = Store(tmp_path).details(run_dir.name)["segments"]
+    assert earlier == {"host": None, "seconds": round(checkpoint["harness_train_seconds"], 1)}
+    assert this["host"] == platform.node() and this["resumed_after"] == 9
 
 
 def test_resume_from_continues_another_devices_checkpoint_to_the_same_scores(tmp_path, monkeypatch, capsys):
