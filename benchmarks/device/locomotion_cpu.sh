@@ -8,7 +8,7 @@
 #            (`pip download --no-deps --only-binary=:all: --python-version 3.12 ...`, as the device README says);
 #   .devgit  head.bundle (`git bundle create .devgit/head.bundle HEAD`), so that runs record the commit they ran.
 # Every run starts from its checkpoint in results/store (which travels with the tree) when it has one.
-# Back come $OUT/ckpts.tar (<run-id>/train-checkpoint.pt of every run) and $OUT/logs.tar. Here, copy each
+# Back come $OUT/ckpts.tar (<run-id>/train-checkpoint.pt of every run it trained) and $OUT/logs.tar. Here, copy each
 # checkpoint into results/store/<run-id>/ - only for runs that no process here is training meanwhile - and the
 # runs resume from them (each process's share is in the checkpoint's segments, host included).
 # A run that finishes there is not brought back: leave out runs that can finish within $STOP (`scratch`).
