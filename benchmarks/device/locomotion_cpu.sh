@@ -30,14 +30,17 @@ for ckpt in results/store/*/train-checkpoint.pt; do  # the unfinished runs' chec
   [ -e "$ckpt" ] && mkdir -p "$store/$(basename "$(dirname "$ckpt")")" && cp "$ckpt" "$store/$(basename "$(dirname "$ckpt")")/"
 done
 touch $store/.copied  # what is newer was written there
+pids=()  # this script's runs only: a pattern would also stop other runs on the machine
 for unit in $RUNS; do
   python3 -m harness run --suite "${unit%%:*}" --learners "${unit##*:}" --profile paper --out $store \
     >"$OUT/logs/${unit%%:*}-${unit##*:}.log" 2>&1 &
+  pids+=($!)
 done
+running() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 while [ $(( SECONDS - start )) -lt "$STOP" ]; do sleep 5; done
-pkill -INT -f "harness run --suite"
-while pgrep -f "harness run --suite" >/dev/null && [ $(( SECONDS - start )) -lt "$HARD" ]; do sleep 2; done
-pkill -9 -f "harness run --suite"
+kill -INT "${pids[@]}" 2>/dev/null
+while running && [ $(( SECONDS - start )) -lt "$HARD" ]; do sleep 2; done
+kill -9 "${pids[@]}" 2>/dev/null
 cd $store && find . -name train-checkpoint.pt -newer .copied | sort >written && python3 - <<'PY'
 import sqlite3, torch
 for path in open("written").read().split():
