@@ -143,7 +143,11 @@ def cmd_status(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
 
     _require_store(args.out)
     store = Store(args.out)
-    print(describe_sweeps(store.sweeps(), latest_only=not args.all))
+    units = store.sweeps()
+    unfinished = units.status.isin(["running", "failed"])
+    units["progress"] = [runner.training_progress(args.out / run_id, json.loads(config)) if open_ else None
+                         for run_id, config, open_ in zip(units.run_id, units.config, unfinished)]
+    print(describe_sweeps(units, latest_only=not args.all))
     store.close()
     return 0
 

@@ -40,6 +40,7 @@ PROFILES = ("smoke", "quick", "paper")
 TRAIN_SECONDS = "harness_train_seconds"  # the runner's own entries in a learner's training checkpoint
 CONTINUED_FROM = "harness_continued_from"
 SEGMENTS = "harness_segments"
+PROGRESS = "harness_progress"  # {"done": iterations done, "of": total, "unit": the progress bar's label}
 
 
 class Diverged(RuntimeError):
@@ -178,6 +179,7 @@ class RunContext:
         self._segments: list[dict[str, Any]] = []  # the earlier processes' shares of training (`segments`)
         self._resumed_after: Any = None  # the iteration of the checkpoint this process resumed from
         self._stop_requested = False  # Ctrl-C: checkpoint at the end of this iteration, then stop
+        self._position: dict[str, Any] | None = None  # the `PROGRESS` of the iteration under way
 
     def train_seconds(self) -> float:
         """Wall time of meta-training so far, across interruptions."""
@@ -205,6 +207,7 @@ class RunContext:
         try:
             with self._stop_on_interrupt():
                 for i in range(start, total):
+                    self._position = {"done": i + 1, "of": total, "unit": desc}
                     yield i
                     self._bar.update(1)
                     if self._stop_requested:
@@ -245,6 +248,7 @@ class RunContext:
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         extra = {CONTINUED_FROM: self._continued_from} if self._continued_from else {}
+        extra |= {PROGRESS: self._position} if self._position else {}
         checkpoints.save_tensors(self._path, {**state, TRAIN_SECONDS: self.train_seconds(),
                                               SEGMENTS: self.segments(), **extra})
 
@@ -256,10 +260,24 @@ class RunContext:
             unrecorded = [{"host": None, "seconds": round(self._earlier_seconds, 1)}] if self._earlier_seconds else []
             self._segments = state.pop(SEGMENTS, unrecorded)
             self._resumed_after = state.get("iteration")
+            state.pop(PROGRESS, None)
             if self._continued_from:
                 self.record("continued_from", self._continued_from)
             self._started = time.perf_counter()
         return state
+
+
+def training_progress(run_dir: Path, config: Mapping[str, Any]) -> str:
+    """How far an unfinished run's training got, by its last checkpoint: e.g. "meta-train 180/500"; "no checkpoint"
+    without one. A checkpoint written before the runner kept `PROGRESS` counts its `iteration` against the config's
+    `meta_iterations`."""
+    state = checkpoints.load_tensors(run_dir / checkpoints.TRAIN)
+    if state is None:
+        return "no checkpoint"
+    done = state.get(PROGRESS)
+    if done is None and "iteration" in state and "meta_iterations" in config:
+        done = {"done": state["iteration"] + 1, "of": config["meta_iterations"], "unit": "meta-train"}
+    return f"{done['unit']} {done['done']}/{done['of']}" if done else "a checkpoint of unknown progress"
 
 
 def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, progress: Progress,

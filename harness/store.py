@@ -200,5 +200,5 @@ class Store:
         """Every sweep's units with the state of their runs (NULL where a unit has not started), in the order the
         sweeps were last launched."""
         return pd.read_sql_query(
-            "SELECT s.*, r.status, r.error, r.host, r.pid, r.train_seconds"
+            "SELECT s.*, r.status, r.error, r.host, r.pid, r.train_seconds, r.config"
             " FROM sweeps s LEFT JOIN runs r USING (run_id) ORDER BY s.launched, s.sweep_id, s.position", self.db)

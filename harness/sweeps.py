@@ -38,12 +38,14 @@ def unit_state(status: object, host: object, pid: object) -> str:
 
 
 def _detail(unit: pd.Series) -> str:
+    at = f"{unit.progress} at its last checkpoint" if isinstance(unit.get("progress"), str) else ""
     if unit.state == "failed":
-        return str(unit.error)
+        return "; ".join(filter(None, [str(unit.error), at]))
     if unit.state == "running":
-        return f"on {unit.host}, process {int(unit.pid)}" if not pd.isna(unit.pid) else ""
+        return "; ".join(filter(None, [f"on {unit.host}, process {int(unit.pid)}" if not pd.isna(unit.pid) else "",
+                                       at]))
     if unit.state == "interrupted":
-        return "resumes from its last checkpoint when the command runs again"
+        return "; ".join(filter(None, [at, "resumes from its last checkpoint when the command runs again"]))
     if unit.state == "done" and not pd.isna(unit.train_seconds):
         return f"meta-trained in {unit.train_seconds:.0f} s"
     return ""
@@ -51,7 +53,7 @@ def _detail(unit: pd.Series) -> str:
 
 def describe_sweeps(units: pd.DataFrame, latest_only: bool = True) -> str:
     """A report per sweep (the last launched only, or all): its command, the count of units per state and a table of
-    its units. `units` is `Store.sweeps()`."""
+    its units. `units` is `Store.sweeps()`, optionally with the training `progress` of unfinished units (text)."""
     if units.empty:
         return "no sweeps recorded in this store yet: `python -m harness run ...` records one"
     units = units.assign(state=[unit_state(*row) for row in zip(units.status, units.host, units.pid)])

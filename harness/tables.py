@@ -1,5 +1,6 @@
 """Tables as views over the results store: long-form CSV (one row per cell) and a wide Markdown view, with the
-paper's value beside ours. A cell without a run keeps an empty `mean`: it is marked, never invented.
+paper's value beside ours. A cell without a finished run keeps an empty `mean`: it is marked, never invented ("not
+run", or the state and training progress of its unfinished run, e.g. "running: meta-train 180/500", in `unfinished`).
 
 A cell with one seed summarises its test tasks (`harness.stats.summarize`). A cell with several seeds pools the values
 of all its (seed, task) pairs: `mean` over them, `ci95` the larger half of a stratified bootstrap's 95% interval
@@ -22,8 +23,10 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from harness import runner
 from harness.stats import Summary, describe, fmt, summarize_seeds
 from harness.store import Store
+from harness.sweeps import unit_state
 
 COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci95", "n", "median", "over_10x_median",
            "diverged", "paper", "paper_ci95", "vs_paper", "paired_diff", "paired_diff_ci95", "profile", "seeds",
@@ -32,7 +35,9 @@ COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci9
            # bounds (one seed: mean -/+ ci95), and the seeds, spread, (seed, task) pairs and infinite differences of a
            # paired difference
            "n_seeds", "seed_sd", "seed_min", "seed_max", "ci95_low", "ci95_high", "paired_seeds", "paired_diff_seed_sd",
-           "paired_n", "paired_diverged"]
+           "paired_n", "paired_diverged",
+           # a cell without a finished run but with an unfinished one: its state and training progress
+           "unfinished"]
 MARKS = {"within ci": "≈", "better": "▲", "short": "▼"}
 PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
 SEVERAL_SEEDS = ("A cell over several seeds pools its values of every (seed, test task): their mean ± the larger half "
@@ -135,6 +140,25 @@ def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None,
     return chosen
 
 
+def unfinished_runs(store: Store, suite: str, profile: str | None) -> Callable[[Select], str | None]:
+    """For a cell's `Select`: the state and training progress of its learner's most thorough, latest unfinished run
+    of `suite` (of `profile` when given) with the config values the cell asks for, e.g. "running: meta-train
+    180/500"; None when there is none."""
+    runs = store.runs(status=None)
+    runs = runs[(runs.suite == suite) & (runs.status != "done") & ((runs.profile == profile) if profile else True)]
+    progress = functools.cache(lambda run_id, config: runner.training_progress(store.path.parent / run_id,
+                                                                                json.loads(config)))
+
+    def of(sel: Select) -> str | None:
+        mine = runs[(runs.learner == sel.learner) & runs.config.map(lambda c: matches(c, sel.where)).astype(bool)]
+        if mine.empty:
+            return None
+        rank = mine.profile.map(lambda p: PROFILE_RANK.get(p, -1))
+        run = mine[rank == rank.max()].iloc[-1]  # runs come oldest first
+        return f"{unit_state(run.status, run.host, run.pid)}: {progress(run.run_id, run.config)}"
+    return of
+
+
 def per_seed_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int | None, metric: str,
                   lower_is_better: bool = True) -> pd.Series:
     """The values of a cell, indexed by (seed, task) of the runs `group` (one run per seed; step None: the last step
@@ -174,6 +198,7 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
     chosen = functools.cache(lambda where, at=profile: chosen_runs(all_runs, spec.suite, at, dict(where)))
     runs_of = lambda sel, at=profile: chosen(tuple(sorted(sel.where.items())), at).get(sel.learner)
     suite_runs = chosen(())
+    unfinished = unfinished_runs(store, spec.suite, profile)
     scores = store.scores(all_runs[all_runs.suite == spec.suite].run_id)
     paper = {(c.setting, c.row, c.column): c for c in spec.paper}
     ours = {v if isinstance(v, str) else v.learner for v in spec.rows.values() if v is not None}
@@ -193,6 +218,8 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                     cell |= {"paper": ref.value, "paper_ci95": ref.ci95}
                 group = runs_of(sel) if sel else None
                 values = values_of(sel, group) if group is not None else None
+                if sel and (values is None or not len(values)):
+                    cell["unfinished"] = unfinished(sel)
                 if values is not None and len(values):
                     summary = summarize_cell(values, spec.lower_is_better)
                     cell |= {"mean": summary.mean, "ci95": summary.ci95, "n": summary.n,
@@ -267,9 +294,10 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     def cell(r: pd.Series) -> str:
         if not r["learner"]:
             ours = "—"  # a method of the paper's table that no learner here implements
+        elif pd.isna(r["mean"]):
+            ours = r["unfinished"] if isinstance(r["unfinished"], str) else "not run"
         else:
-            ours = "not run" if pd.isna(r["mean"]) else describe(r["mean"], r["ci95"], r["n"], r["diverged"],
-                                                                 r["n_seeds"], r["seed_sd"])
+            ours = describe(r["mean"], r["ci95"], r["n"], r["diverged"], r["n_seeds"], r["seed_sd"])
         paper = "" if pd.isna(r["paper"]) else f" ({fmt(r['paper'])})"
         origin = f" [{r['profile']}, {r['device']}]" if len(origins) > 1 and not pd.isna(r["mean"]) else ""
         return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}") + origin
@@ -280,6 +308,10 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
              "parentheses; ≈ the paper's value lies in our interval, ▲ ours is better, ▼ ours falls short of the "
              "paper; — a method of the paper's table that no learner here implements.",
              ""]
+    if frame.unfinished.notna().any():
+        lines += ["A cell \"running\", \"interrupted\" or \"failed\" has no finished run yet; it says how far its "
+                  "run's training got by its last checkpoint (e.g. meta-train 180/500: 180 of 500 meta-iterations).",
+                  ""]
     if len(origins) == 1:
         (profile, device), = origins
         lines += [f"Every cell: {profile} profile on {device}.", ""]

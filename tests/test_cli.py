@@ -2,6 +2,8 @@
 import json
 import platform
 import sqlite3
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -125,6 +127,29 @@ def test_a_checkpoint_from_before_segments_were_kept_counts_as_one_unrecorded_se
     earlier, this = Store(tmp_path).details(run_dir.name)["segments"]
     assert earlier == {"host": None, "seconds": round(checkpoint["harness_train_seconds"], 1)}
     assert this["host"] == platform.node() and this["resumed_after"] == 9
+
+
+@pytest.mark.parametrize("older_checkpoint", [False, True])
+def test_status_and_tables_show_how_far_an_unfinished_run_trained(tmp_path, monkeypatch, capsys, older_checkpoint):
+    run_interrupted_at_17(tmp_path, monkeypatch)  # last checkpoint: iteration 9 of 30, so 10 done
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:  # the interrupted command's process has exited
+        db.execute("UPDATE runs SET pid = ?", (int(dead.stdout),))
+    if older_checkpoint:  # written before the runner recorded its progress: counted from `iteration`
+        (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+        checkpoint = torch.load(run_dir / "train-checkpoint.pt", weights_only=True)
+        del checkpoint["harness_progress"]
+        torch.save(checkpoint, run_dir / "train-checkpoint.pt")
+    capsys.readouterr()
+    assert main(["status", "--out", str(tmp_path)]) == 0
+    assert "interrupted" in (out := capsys.readouterr().out) and "meta-train 10/30 at its last checkpoint" in out
+    assert main(["report", "--out", str(tmp_path), "--results", str(tmp_path / "tables"), "--tables", "table2"]) == 0
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    assert "| interrupted: meta-train 10/30 (0.67) |" in md.replace("  ", "")  # MAML 5-shot, 1 step
+    assert "not run (2.41)" in md  # pretrain: no run at all
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "tables" / "table2.csv")
+    assert set(table[table.row == "MAML"].unfinished) == {"interrupted: meta-train 10/30"}
 
 
 def test_resume_from_continues_another_devices_checkpoint_to_the_same_scores(tmp_path, monkeypatch, capsys):
