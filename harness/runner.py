@@ -267,17 +267,17 @@ class RunContext:
         return state
 
 
-def training_progress(run_dir: Path, config: Mapping[str, Any]) -> str:
-    """How far an unfinished run's training got, by its last checkpoint: e.g. "meta-train 180/500"; "no checkpoint"
-    without one. A checkpoint written before the runner kept `PROGRESS` counts its `iteration` against the config's
+def training_progress(run_dir: Path, config: Mapping[str, Any]) -> str | None:
+    """How far an unfinished run's training got by its last checkpoint, e.g. "meta-train 180/500"; None without one.
+    A checkpoint written before the runner kept `PROGRESS` counts its `iteration` against the config's
     `meta_iterations`."""
     state = checkpoints.load_tensors(run_dir / checkpoints.TRAIN)
     if state is None:
-        return "no checkpoint"
+        return None
     done = state.get(PROGRESS)
     if done is None and "iteration" in state and "meta_iterations" in config:
         done = {"done": state["iteration"] + 1, "of": config["meta_iterations"], "unit": "meta-train"}
-    return f"{done['unit']} {done['done']}/{done['of']}" if done else "a checkpoint of unknown progress"
+    return f"{done['unit']} {done['done']}/{done['of']}" if done else "iterations unknown"
 
 
 def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, progress: Progress,

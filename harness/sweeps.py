@@ -38,7 +38,8 @@ def unit_state(status: object, host: object, pid: object) -> str:
 
 
 def _detail(unit: pd.Series) -> str:
-    at = f"{unit.progress} at its last checkpoint" if isinstance(unit.get("progress"), str) else ""
+    progress = unit.get("progress")
+    at = f"last checkpoint: {progress if isinstance(progress, str) else 'none yet'}" if "progress" in unit else ""
     if unit.state == "failed":
         return "; ".join(filter(None, [str(unit.error), at]))
     if unit.state == "running":
@@ -53,7 +54,8 @@ def _detail(unit: pd.Series) -> str:
 
 def describe_sweeps(units: pd.DataFrame, latest_only: bool = True) -> str:
     """A report per sweep (the last launched only, or all): its command, the count of units per state and a table of
-    its units. `units` is `Store.sweeps()`, optionally with the training `progress` of unfinished units (text)."""
+    its units. `units` is `Store.sweeps()`, optionally with the training `progress` of unfinished units
+    (`runner.training_progress`)."""
     if units.empty:
         return "no sweeps recorded in this store yet: `python -m harness run ...` records one"
     units = units.assign(state=[unit_state(*row) for row in zip(units.status, units.host, units.pid)])

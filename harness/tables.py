@@ -155,7 +155,7 @@ def unfinished_runs(store: Store, suite: str, profile: str | None) -> Callable[[
             return None
         rank = mine.profile.map(lambda p: PROFILE_RANK.get(p, -1))
         run = mine[rank == rank.max()].iloc[-1]  # runs come oldest first
-        return f"{unit_state(run.status, run.host, run.pid)}: {progress(run.run_id, run.config)}"
+        return f"{unit_state(run.status, run.host, run.pid)}: {progress(run.run_id, run.config) or 'no checkpoint yet'}"
     return of
 
 

@@ -142,7 +142,7 @@ def test_status_and_tables_show_how_far_an_unfinished_run_trained(tmp_path, monk
         torch.save(checkpoint, run_dir / "train-checkpoint.pt")
     capsys.readouterr()
     assert main(["status", "--out", str(tmp_path)]) == 0
-    assert "interrupted" in (out := capsys.readouterr().out) and "meta-train 10/30 at its last checkpoint" in out
+    assert "interrupted" in (out := capsys.readouterr().out) and "last checkpoint: meta-train 10/30" in out
     assert main(["report", "--out", str(tmp_path), "--results", str(tmp_path / "tables"), "--tables", "table2"]) == 0
     md = (tmp_path / "tables" / "table2.md").read_text()
     assert "| interrupted: meta-train 10/30 (0.67) |" in md.replace("  ", "")  # MAML 5-shot, 1 step
