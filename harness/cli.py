@@ -138,8 +138,9 @@ def _write_figures(args: argparse.Namespace, reg: Registry, store: Store) -> Non
 
 
 def cmd_status(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
-    """The units of the latest sweep (every sweep with --all): done, running, interrupted, failed or pending."""
-    from harness.sweeps import describe_sweeps
+    """The units of the latest sweep (every sweep with --all): done, running, interrupted, failed or pending; then
+    the training checkpoints of runs the store has no record of, with the commands that resume them."""
+    from harness.sweeps import describe_strays, describe_sweeps
 
     _require_store(args.out)
     store = Store(args.out)
@@ -148,8 +149,22 @@ def cmd_status(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
     units["progress"] = [runner.training_progress(args.out / run_id, json.loads(config)) if open_ else None
                          for run_id, config, open_ in zip(units.run_id, units.config, unfinished)]
     print(describe_sweeps(units, latest_only=not args.all))
+    if strays := runner.stray_checkpoints(args.out, set(store.runs(status=None).run_id)):
+        print("\n" + describe_strays([_stray(run_id, reg, args.out) for run_id in strays]))
     store.close()
     return 0
+
+
+def _stray(run_id: str, reg: Registry, out: Path) -> dict[str, str | None]:
+    """A checkpoint without a run in the store: how far it trained and the `run` command that resumes it."""
+    made = runner.identify(run_id, reg)
+    progress = runner.training_progress(out / run_id, made[1] if made else {})
+    if made is None:
+        return {"run_id": run_id, "progress": progress, "command": None}
+    spec = made[0]
+    options = (f" --setting {spec.setting}" if spec.setting else "") + (f" --seeds {spec.seed}" if spec.seed else "")
+    return {"run_id": run_id, "progress": progress, "command": f"python -m harness run --suite {spec.suite} "
+            f"--learners {spec.learner} --profile {spec.profile}{options} --out {out}"}
 
 
 def cmd_tasks(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
@@ -334,7 +349,8 @@ def parser() -> argparse.ArgumentParser:
                      help="with --executor ray: the address of a running Ray cluster (default: start a local one)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(fn=cmd_run)
-    status = sub.add_parser("status", help="the units of the latest sweep: done, running, interrupted, failed, pending")
+    status = sub.add_parser("status", help="the units of the latest sweep: done, running, interrupted, failed, "
+                                           "pending; and checkpoints the store has no record of")
     status.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
     status.add_argument("--all", action="store_true", help="every sweep recorded in the store, oldest first")
     status.set_defaults(fn=cmd_status)

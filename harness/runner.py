@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import itertools
 import json
 import math
 import platform
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -73,6 +74,14 @@ class PreparedRun:
 
 def prepare(spec: RunSpec, registry: Registry) -> PreparedRun:
     """Validate `spec` against the installed plugins; every problem is a one-line UsageError."""
+    spec, config = configure(spec, registry)
+    suite_cls, learner_cls = registry.suite(spec.suite), registry.learner(spec.learner)
+    return PreparedRun(spec, suite_cls(config), learner_cls(config), config, run_id(spec, config))
+
+
+def configure(spec: RunSpec, registry: Registry) -> tuple[RunSpec, dict[str, Any]]:
+    """`spec` (its setting filled in) and its merged config, validated without instantiating a plugin; every problem
+    is a one-line UsageError."""
     suite_cls = registry.suite(spec.suite)
     learner_cls = registry.learner(spec.learner)
     if spec.profile not in suite_cls.profiles:
@@ -95,8 +104,7 @@ def prepare(spec: RunSpec, registry: Registry) -> PreparedRun:
     if not learner_cls.applies_to(suite_cls):
         raise UsageError(f"learner {spec.learner} does not apply to suite {spec.suite}; "
                          "`python -m harness list` shows which learner applies to which suite")
-    spec = replace(spec, setting=spec.setting or next(iter(getattr(suite_cls, "settings", {})), None))
-    return PreparedRun(spec, suite_cls(config), learner_cls(config), config, run_id(spec, config))
+    return replace(spec, setting=spec.setting or next(iter(getattr(suite_cls, "settings", {})), None)), config
 
 
 def setting_layer(suite: type[Suite], spec: RunSpec) -> Mapping[str, Any]:
@@ -270,14 +278,41 @@ class RunContext:
 def training_progress(run_dir: Path, config: Mapping[str, Any]) -> str | None:
     """How far an unfinished run's training got by its last checkpoint, e.g. "meta-train 180/500"; None without one.
     A checkpoint written before the runner kept `PROGRESS` counts its `iteration` against the config's
-    `meta_iterations`."""
+    `meta_iterations` ("meta-train 180 done" without one)."""
     state = checkpoints.load_tensors(run_dir / checkpoints.TRAIN)
     if state is None:
         return None
     done = state.get(PROGRESS)
-    if done is None and "iteration" in state and "meta_iterations" in config:
-        done = {"done": state["iteration"] + 1, "of": config["meta_iterations"], "unit": "meta-train"}
-    return f"{done['unit']} {done['done']}/{done['of']}" if done else "iterations unknown"
+    if done is None and "iteration" in state:
+        done = {"done": state["iteration"] + 1, "of": config.get("meta_iterations"), "unit": "meta-train"}
+    if done is None:
+        return "iterations unknown"
+    return f"{done['unit']} {done['done']}" + (f"/{done['of']}" if done["of"] else " done")
+
+
+def identify(run_id_: str, registry: Registry) -> tuple[RunSpec, dict[str, Any]] | None:
+    """The spec and config that make `run_id_` with no --set values on the CPU (suite, setting, learner, profile and
+    seed read from the id), or None when none does (the run was made with --set values or on another device)."""
+    for suite, learner in itertools.product(registry.suites, registry.learners):
+        suite_cls = registry.suite(suite)
+        for profile, setting in itertools.product(suite_cls.profiles, [None, *getattr(suite_cls, "settings", {})]):
+            prefix = f"{suite}-{setting + '-' if setting else ''}{learner}-{profile}-s"
+            seed = run_id_.removeprefix(prefix).partition("-")[0]
+            if not run_id_.startswith(prefix) or not seed.isdigit():
+                continue
+            with contextlib.suppress(UsageError):  # the learner does not apply to the suite
+                spec, config = configure(RunSpec(suite, learner, profile, int(seed), setting=setting), registry)
+                if run_id(spec, config) == run_id_:
+                    return spec, config
+    return None
+
+
+def stray_checkpoints(out_dir: Path, known: Collection[str]) -> list[str]:
+    """The run ids of the training checkpoints in `out_dir` whose runs are not in `known` (the store's runs):
+    checkpoints brought from another machine (`benchmarks/device/locomotion_cpu.sh`), which the command that makes
+    the same run id resumes."""
+    paths = sorted(out_dir.glob(f"*/{checkpoints.TRAIN}"))
+    return [path.parent.name for path in paths if path.parent.name not in known]
 
 
 def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, progress: Progress,

@@ -75,3 +75,13 @@ def describe_sweeps(units: pd.DataFrame, latest_only: bool = True) -> str:
                       f"resume): {sweep.command.iloc[0]}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def describe_strays(strays: list[dict[str, str | None]]) -> str:
+    """The training checkpoints of runs the store has no record of: one dict per checkpoint with its run_id, progress
+    and command (None where not known: the run was made with --set values, which the checkpoint does not tell)."""
+    table = [{"run_id": s["run_id"], "last checkpoint": s["progress"],
+              "resumed by": f"`{s['command']}`" if s["command"] else "the command that made it, with its --set values"}
+             for s in strays]
+    return "\n".join([f"{len(strays)} training checkpoint(s) of runs this store has no record of (brought from "
+                      "another machine?):", "", tabulate(table, headers="keys", tablefmt="github")])

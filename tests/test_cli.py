@@ -152,6 +152,29 @@ def test_status_and_tables_show_how_far_an_unfinished_run_trained(tmp_path, monk
     assert set(table[table.row == "MAML"].unfinished) == {"interrupted: meta-train 10/30"}
 
 
+def test_status_lists_checkpoints_the_store_has_no_record_of_with_the_command_that_resumes_them(
+        tmp_path, monkeypatch, capsys):
+    run_interrupted_at_17(tmp_path, monkeypatch)  # made with --set values: its id tells no command
+    (cut,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:  # as if brought from another machine
+        db.execute("DELETE FROM sweeps")
+        db.execute("DELETE FROM runs")
+    plain = runner.prepare(runner.RunSpec("sinusoid", "maml", "smoke", seed=3), REG)  # the defaults' id
+    (tmp_path / plain.run_id).mkdir()
+    checkpoint = torch.load(cut / "train-checkpoint.pt", weights_only=True)
+    del checkpoint["harness_progress"]  # written before the runner kept it: counted against meta_iterations
+    torch.save(checkpoint, tmp_path / plain.run_id / "train-checkpoint.pt")
+    capsys.readouterr()
+    assert main(["status", "--out", str(tmp_path)]) == 0
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert "meta-train 10/30" in rows[cut.name] and "the command that made it, with its --set values" in rows[cut.name]
+    smoke = plain.config["meta_iterations"]
+    assert f"meta-train 10/{smoke}" in rows[plain.run_id]
+    assert (f"`python -m harness run --suite sinusoid --learners maml --profile smoke --seeds 3 --out {tmp_path}`"
+            in rows[plain.run_id])
+    assert runner.identify(plain.run_id, REG) == (plain.spec, plain.config)
+
+
 def test_resume_from_continues_another_devices_checkpoint_to_the_same_scores(tmp_path, monkeypatch, capsys):
     args = CUT
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
