@@ -146,7 +146,7 @@ def cmd_status(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
     store = Store(args.out)
     units = store.sweeps()
     unfinished = units.status.isin(["running", "failed"])
-    units["progress"] = [runner.training_progress(args.out / run_id, json.loads(config)) if open_ else None
+    units["progress"] = [runner.training_progress(args.out / run_id, json.loads(config), pace=True) if open_ else None
                          for run_id, config, open_ in zip(units.run_id, units.config, unfinished)]
     print(describe_sweeps(units, latest_only=not args.all))
     if strays := runner.stray_checkpoints(args.out, set(store.runs(status=None).run_id)):
@@ -158,7 +158,7 @@ def cmd_status(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
 def _stray(run_id: str, reg: Registry, out: Path) -> dict[str, str | None]:
     """A checkpoint without a run in the store: how far it trained and the `run` command that resumes it."""
     made = runner.identify(run_id, reg)
-    progress = runner.training_progress(out / run_id, made[1] if made else {})
+    progress = runner.training_progress(out / run_id, made[1] if made else {}, pace=True)
     if made is None:
         return {"run_id": run_id, "progress": progress, "command": None}
     spec = made[0]

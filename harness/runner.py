@@ -275,10 +275,12 @@ class RunContext:
         return state
 
 
-def training_progress(run_dir: Path, config: Mapping[str, Any]) -> str | None:
+def training_progress(run_dir: Path, config: Mapping[str, Any], pace: bool = False) -> str | None:
     """How far an unfinished run's training got by its last checkpoint, e.g. "meta-train 180/500"; None without one.
     A checkpoint written before the runner kept `PROGRESS` counts its `iteration` against the config's
-    `meta_iterations` ("meta-train 180 done" without one)."""
+    `meta_iterations` ("meta-train 180 done" without one). With `pace`, also the seconds per iteration of the last
+    process that trained it, its host, and the time the rest takes at that pace ("meta-train 180/500, 52 s per
+    iteration on vm, about 4.6 h to go"), where its checkpoint's last segment tells."""
     state = checkpoints.load_tensors(run_dir / checkpoints.TRAIN)
     if state is None:
         return None
@@ -287,7 +289,23 @@ def training_progress(run_dir: Path, config: Mapping[str, Any]) -> str | None:
         done = {"done": state["iteration"] + 1, "of": config.get("meta_iterations"), "unit": "meta-train"}
     if done is None:
         return "iterations unknown"
-    return f"{done['unit']} {done['done']}" + (f"/{done['of']}" if done["of"] else " done")
+    text = f"{done['unit']} {done['done']}" + (f"/{done['of']}" if done["of"] else " done")
+    segment = (state.get(SEGMENTS) or [{}])[-1]
+    resumed_after = segment.get("resumed_after")
+    iterations = state.get("iteration", -1) - (-1 if resumed_after is None else resumed_after)
+    if not pace or iterations <= 0 or "seconds" not in segment:
+        return text
+    seconds = segment["seconds"] / iterations
+    host = f" on {segment['host']}" if segment.get("host") else ""
+    left = f", about {duration((done['of'] - done['done']) * seconds)} to go" if done["of"] else ""
+    return text + f", {seconds:.3g} s per iteration{host}{left}"
+
+
+def duration(seconds: float) -> str:
+    """A rough duration for people: "40 s", "12 min", "3.5 h"."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.2g} h"
 
 
 def identify(run_id_: str, registry: Registry) -> tuple[RunSpec, dict[str, Any]] | None:

@@ -1,6 +1,7 @@
 """The command line: smoke runs of every learner x suite, rerun and resume, reports, and bad input."""
 import json
 import platform
+import re
 import sqlite3
 import subprocess
 import sys
@@ -143,6 +144,9 @@ def test_status_and_tables_show_how_far_an_unfinished_run_trained(tmp_path, monk
     capsys.readouterr()
     assert main(["status", "--out", str(tmp_path)]) == 0
     assert "interrupted" in (out := capsys.readouterr().out) and "last checkpoint: meta-train 10/30" in out
+    # the pace of the process that trained it, from the checkpoint's last segment, and the time the rest would take
+    host = re.escape(platform.node())
+    assert re.search(rf"meta-train 10/30, [0-9.e+-]+ s per iteration on {host}, about \d+ s to go", out)
     assert main(["report", "--out", str(tmp_path), "--results", str(tmp_path / "tables"), "--tables", "table2"]) == 0
     md = (tmp_path / "tables" / "table2.md").read_text()
     assert "| interrupted: meta-train 10/30 (0.67) |" in md.replace("  ", "")  # MAML 5-shot, 1 step
