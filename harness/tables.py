@@ -72,6 +72,20 @@ class Select:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """A line under a table, per setting: the cell (`row`, `column`) minus the cell (`other`, `other_column`), paired
+    on the same test tasks (mean ± 95% interval); with `ceiling` (a row and column), also the share of the gap
+    between `other` and `ceiling` that `row` closes, (row - other) / (ceiling - other) of the cells' means, beside
+    the paper's share where it has all three cells."""
+
+    row: str
+    column: str
+    other: str
+    other_column: str
+    ceiling: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """A table of one suite: settings x rows x columns. By default settings are shot counts, columns adaptation
     steps and rows learners (plain ints and names); a `Select` in any of them says more (e.g. a column per shot
@@ -92,6 +106,7 @@ class TableSpec:
     lower_is_better: bool = True
     paired_with: str | None = None  # a row label: every other row also gets its paired difference from this row
     extra_rows: bool = True  # add a row for each learner with runs on the suite but no row of its own
+    comparisons: Sequence[Comparison] = ()  # lines under the table (`Comparison`)
 
     def address(self, setting: str, row: str, column: str) -> Select | None:
         """The merged `Select` of a cell; None where the row has no learner of ours."""
@@ -242,7 +257,53 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
                 out.append(cell)
     frame = pd.DataFrame(out).reindex(columns=COLUMNS)
     ints = ["n", "over_10x_median", "diverged", "n_seeds", "paired_n", "paired_diverged"]
-    return frame.astype(dict.fromkeys(ints, "Int64"))
+    frame = frame.astype(dict.fromkeys(ints, "Int64"))
+
+    def cell_values(setting: str, row: str, column: str) -> pd.Series | None:
+        sel = spec.address(setting, row, column)
+        group = runs_of(sel) if sel else None
+        values = values_of(sel, group) if group is not None else None
+        return values if values is not None and len(values) else None
+
+    frame.attrs["comparisons"] = [line for c in spec.comparisons for setting in spec.settings
+                                  for line in [compare(c, setting, frame, cell_values, paper)] if line]
+    return frame
+
+
+def compare(c: Comparison, setting: str, frame: pd.DataFrame,
+            cell_values: Callable[[str, str, str], pd.Series | None],
+            paper: Mapping[tuple[str, str, str], PaperCell]) -> str | None:
+    """The line of `c` in `setting` (`Comparison`); None where neither row has a finished run there."""
+    name = lambda row, column: f"{row} after {column}"
+    cells = [(c.row, c.column), (c.other, c.other_column), *([c.ceiling] if c.ceiling else [])]
+    values = {cell: cell_values(setting, *cell) for cell in cells}
+    if values[cells[0]] is None and values[cells[1]] is None:
+        return None
+    missing = [name(*cell) for cell in cells[:2] if values[cell] is None]
+    if missing:
+        return f"- {setting}: {name(c.row, c.column)} against {name(c.other, c.other_column)}: not yet " \
+               f"({missing[0]} has no finished run)"
+    diff = paired(values[cells[0]], values[cells[1]])
+    difference = describe(diff["paired_diff"], diff["paired_diff_ci95"], diff["paired_n"], diff["paired_diverged"])
+    line = (f"- {setting}: {name(c.row, c.column)} minus {name(c.other, c.other_column)}, paired on the same test "
+            f"tasks: {difference}")
+    if c.ceiling and values[c.ceiling] is None:
+        line += f"; the share of the gap to {name(*c.ceiling)}: not yet ({name(*c.ceiling)} has no finished run)"
+    elif c.ceiling:
+        mean = lambda row, column: frame[(frame.setting == setting) & (frame.row == row)
+                                         & (frame.column == column)]["mean"].iloc[0]
+        ours = gap_share(*(mean(*cell) for cell in cells))
+        theirs = [paper.get((setting, *cell)) for cell in cells]
+        released = (f"; the paper's values: {gap_share(*(p.value for p in theirs)):.0%}"
+                    if all(theirs) else "")
+        line += (f"; it closes {ours:.0%} of the gap between {name(c.other, c.other_column)} and "
+                 f"{name(*c.ceiling)}{released}")
+    return line
+
+
+def gap_share(value: float, low: float, high: float) -> float:
+    """The share of the gap from `low` to `high` that `value` closes: (value - low) / (high - low)."""
+    return (value - low) / (high - low)
 
 
 def paired(values: pd.Series, base: pd.Series) -> dict[str, Any]:
@@ -343,6 +404,9 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
                   _wide(paired.assign(paired_n_seeds=seeds), spec,
                         lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["paired_n"],
                                            r["paired_diverged"], r["paired_n_seeds"], r["paired_diff_seed_sd"]))]
+    if frame.attrs.get("comparisons"):
+        lines += ["", "Comparisons (mean ± 95% interval of the paired difference over the test tasks):", "",
+                  *frame.attrs["comparisons"]]
     lines += ["", "Written by `python -m harness report` from these runs:", ""]
     keys = ["learner", "command", "profile", "seeds", "device", "git_commit", "train_seconds"]
     for values, _ in ran.groupby(keys, sort=False, dropna=False):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import hookimpl
-from harness.tables import PaperCell, Select, TableSpec, paper_cells
+from harness.tables import Comparison, PaperCell, Select, TableSpec, paper_cells
 
 REFERENCE = Path(__file__).parent / "reference" / "paper-results.csv"
 RELEASED = Path(__file__).parent / "reference" / "figure-4-5-official-results.csv"
@@ -45,6 +45,10 @@ LOCOMOTION = {"cheetah-velocity": "goal velocity", "cheetah-direction": "forward
 """The locomotion suites and the paper's name of their setting."""
 RLLAB = {"variant": "rllab"}
 """The locomotion runs the paper's cells are filled from: the released code's rllab environments (every profile)."""
+LOCOMOTION_COMPARISONS = (Comparison("MAML", "1 step", "random init", "3 steps"),
+                          Comparison("MAML", "1 step", "pretrain", "1 step", ceiling=("oracle", "0 steps")))
+"""Issue 7's must-shows: MAML after one step beats random init after three, and closes at least half of the gap
+between pretrain after one step and the oracle."""
 GYMNASIUM_CHEETAH = ", gymnasium v5 observations"
 """The extended cheetah tables' second setting: runs made before the profiles took rllab's (`variant` unset)."""
 
@@ -79,7 +83,7 @@ def locomotion_tables() -> list[TableSpec]:
                   "(cbfinn/maml_rl; MAML, pretrain, random init, oracle)",
             suite=suite, metric="return", settings=settings, columns=RL_STEPS, rows=dict(RL_ROWS),
             paper=[cell for label in settings for cell in released_cells(suite, label)], lower_is_better=False,
-            paired_with="MAML",
+            paired_with="MAML", comparisons=LOCOMOTION_COMPARISONS,
         ))
     return tables
 
