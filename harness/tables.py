@@ -208,7 +208,8 @@ def seed_columns(summary: Summary) -> dict[str, Any]:
 def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataFrame:
     """The long-form rows of `spec` from `store` (cells with several seeds: see the module's docstring); with
     `spec.paired_with`, each row's paired difference from that row's learner (its runs of the same profile) on the
-    identical test tasks under the same seeds, over the seeds both have."""
+    identical test tasks under the same seeds, over the seeds both have. The lines of `spec.comparisons` travel in
+    the frame's `attrs["comparisons"]` (they are not cells), for `markdown`."""
     all_runs = store.runs()
     chosen = functools.cache(lambda where, at=profile: chosen_runs(all_runs, spec.suite, at, dict(where)))
     runs_of = lambda sel, at=profile: chosen(tuple(sorted(sel.where.items())), at).get(sel.learner)
