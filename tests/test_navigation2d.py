@@ -159,11 +159,24 @@ def test_baselines_fine_tune_with_the_step_size_best_on_validation_goals():
     suite = Navigation2D(config)
     torch.manual_seed(0)
     net = FunctionalModel(suite, "cpu")
-    recorded = {}
-    ctx = type("Ctx", (), {"record": lambda self, key, value: recorded.update({key: value})})()
+    recorded, bars, rollouts = {}, [], []
+    rollout = suite.rollout
+    suite.rollout = lambda *args, **kwargs: rollouts.append(1) or rollout(*args, **kwargs)
+
+    def iterations(self, start, total, desc):  # the bar's positions, and the rollouts made when it moved on
+        bars.append((desc, total))
+        for i in range(start, total):
+            bars.append(len(rollouts))
+            yield i
+
+    ctx = type("Ctx", (), {"record": lambda self, key, value: recorded.update({key: value}),
+                           "iterations": iterations})()
     table = suite.trainer(config).step_sizes(net, ctx)
     returns = recorded["step_size_validation"][str(config["eval_trajectories"])]
     assert list(returns) == [str(lr) for lr in STEP_SIZES]
+    # one candidate validated (eval_steps + 1 batches of rollouts) between moves of the "tune step size" bar
+    per_candidate = config["eval_steps"] + 1
+    assert bars == [("tune step size", len(STEP_SIZES)), *range(0, len(rollouts), per_candidate)]
     best = max(returns, key=returns.get)
     assert table.tolist() == [[config["eval_trajectories"], float(best)]]
     # validation goals are not the test goals

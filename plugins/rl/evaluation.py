@@ -9,7 +9,7 @@ learners' own `adapt` serves supervised and RL suites alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -83,11 +83,12 @@ class RolloutEvaluator:
 
 
 def validation_returns(suite: RLSuite, net: FunctionalModel, config: Mapping, features: bool = False,
-                       grid: tuple[float, ...] = STEP_SIZES) -> dict[float, float]:
+                       grid: Iterable[float] = STEP_SIZES) -> dict[float, float]:
     """For each step size of `grid`: the mean return over `eval_tasks` validation tasks (not the test tasks) after
     `eval_steps` policy-gradient steps of the weights of `net` on `eval_trajectories` fresh paths each, later steps
     scaled as `later_inner_lr` scales `inner_lr`; a diverged return counts as -inf. With `features`, each task's
-    parameters are the per-task input "task_features" (an oracle)."""
+    parameters are the per-task input "task_features" (an oracle). `grid` is taken one value at a time, each
+    validated before the next is drawn, so a lazy grid can drive a progress bar."""
     evaluator = RolloutEvaluator(config["eval_tasks"], config["eval_trajectories"], config["eval_steps"],
                                  config["gamma"], split="val")
     returns = {}

@@ -25,7 +25,7 @@ from harness.functional import inner_loop
 from harness.models import FunctionalModel
 from harness.protocols import Params, TrainContext
 from harness.training import Adaptation
-from plugins.rl.evaluation import validation_returns
+from plugins.rl.evaluation import STEP_SIZES, validation_returns
 from plugins.rl.policy_gradient import RLSuite, advantages, gaussian_kl, gaussian_log_prob, split, support_of
 from plugins.rl.trpo import TRPOConfig, flatten_params, trpo_step, unflatten_params
 
@@ -61,9 +61,11 @@ class TRPOTrainer:
 
     def step_sizes(self, net: FunctionalModel, ctx: TrainContext, features: bool = False) -> Tensor:
         """The step size of `STEP_SIZES` with the best mean return on validation tasks after the test's steps
-        (every candidate's return recorded as `step_size_validation`), for the test's number of paths."""
+        (every candidate's return recorded as `step_size_validation`), for the test's number of paths; a progress
+        bar ("tune step size") counts the candidates."""
         paths = self.config["eval_trajectories"]
-        returns = validation_returns(self.suite, net, self.config, features)
+        grid = (STEP_SIZES[i] for i in ctx.iterations(0, len(STEP_SIZES), "tune step size"))
+        returns = validation_returns(self.suite, net, self.config, features, grid)
         ctx.record("step_size_validation", {str(paths): {str(lr): r for lr, r in returns.items()}})
         return torch.tensor([[paths, max(returns, key=returns.__getitem__)]], dtype=torch.float64)
 
