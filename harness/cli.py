@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tabulate import tabulate
 
@@ -118,8 +118,10 @@ def cmd_report(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
     specs = [reg.tables[n].obj if n in reg.tables else _unknown_table(n, reg) for n in names]
     directory = _writable_dir(args.results, "--results")
     store = Store(args.out)
+    strays = [tables.Checkpoint(made[0].suite, made[0].learner, made[0].profile, json.dumps(made[1]), progress)
+              for _, made, progress in _strays(store, reg, args.out) if made is not None]
     for spec in specs:
-        csv, md = tables.write(spec, store, directory, args.profile)
+        csv, md = tables.write(spec, store, directory, args.profile, strays)
         print(md.read_text())
         print(f"wrote {csv} and {md}", file=sys.stderr)
     _write_figures(args, reg, store)
@@ -149,16 +151,25 @@ def cmd_status(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
     units["progress"] = [runner.training_progress(args.out / run_id, json.loads(config), pace=True) if open_ else None
                          for run_id, config, open_ in zip(units.run_id, units.config, unfinished)]
     print(describe_sweeps(units, latest_only=not args.all))
-    if strays := runner.stray_checkpoints(args.out, set(store.runs(status=None).run_id)):
-        print("\n" + describe_strays([_stray(run_id, reg, args.out) for run_id in strays]))
+    if strays := _strays(store, reg, args.out, pace=True):
+        print("\n" + describe_strays([_resume_stray(*stray, args.out) for stray in strays]))
     store.close()
     return 0
 
 
-def _stray(run_id: str, reg: Registry, out: Path) -> dict[str, str | None]:
-    """A checkpoint without a run in the store: how far it trained and the `run` command that resumes it."""
-    made = runner.identify(run_id, reg)
-    progress = runner.training_progress(out / run_id, made[1] if made else {}, pace=True)
+def _strays(store: Store, reg: Registry, out: Path, pace: bool = False) \
+        -> list[tuple[str, tuple[runner.RunSpec, dict[str, Any]] | None, str | None]]:
+    """The training checkpoints in `out` without a run in `store`: run id, the spec and config that make it (None:
+    made with --set values or on another device) and how far it trained."""
+    made = {run_id: runner.identify(run_id, reg)
+            for run_id in runner.stray_checkpoints(out, set(store.runs(status=None).run_id))}
+    return [(run_id, spec, runner.training_progress(out / run_id, spec[1] if spec else {}, pace=pace))
+            for run_id, spec in made.items()]
+
+
+def _resume_stray(run_id: str, made: tuple[runner.RunSpec, dict[str, Any]] | None, progress: str | None,
+                  out: Path) -> dict[str, str | None]:
+    """A stray checkpoint's row for `describe_strays`: how far it trained and the `run` command that resumes it."""
     if made is None:
         return {"run_id": run_id, "progress": progress, "command": None}
     spec = made[0]

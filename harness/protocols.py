@@ -189,9 +189,10 @@ class Evaluator(Protocol):
 
 
 class Progress(Protocol):
-    """A progress bar factory: `progress(total, desc)` gives an object with `update(n)` and `close()`."""
+    """A progress bar factory: `progress(total, desc, initial)` gives an object with `update(n)` and `close()`, standing
+    at `initial` of `total` (work done before, e.g. by the run a checkpoint resumes: not counted in its rate)."""
 
-    def __call__(self, total: int, desc: str) -> Any: ...
+    def __call__(self, total: int, desc: str, initial: int = 0) -> Any: ...
 
 
 class TrainContext(Protocol):

@@ -164,8 +164,8 @@ def git_commit() -> str | None:
 def tqdm_progress(enabled: bool = True) -> Progress:
     """Progress bars on stderr (refreshed at most every 30 s when stderr is not a terminal)."""
     interval = 0.5 if sys.stderr.isatty() else 30.0
-    return lambda total, desc: tqdm(total=total, desc=desc, mininterval=interval, disable=not enabled,
-                                    dynamic_ncols=True, leave=False)
+    return lambda total, desc, initial=0: tqdm(total=total, desc=desc, initial=initial, mininterval=interval,
+                                               disable=not enabled, dynamic_ncols=True, leave=False)
 
 
 class RunContext:
@@ -210,10 +210,9 @@ class RunContext:
         """Iterations start..total-1 with a progress bar. A first Ctrl-C (SIGINT) lets the current iteration finish
         and save its checkpoint (`checkpoint_due` says yes) and then stops with KeyboardInterrupt; a second one
         stops at once."""
-        self._bar = self._progress(total, desc)
-        self._bar.update(start)
+        self._bar = self._progress(total, desc, start)
         try:
-            with self._stop_on_interrupt():
+            with self._stop_on_interrupt(desc):
                 for i in range(start, total):
                     self._position = {"done": i + 1, "of": total, "unit": desc}
                     yield i
@@ -224,7 +223,7 @@ class RunContext:
             self._bar.close()
 
     @contextlib.contextmanager
-    def _stop_on_interrupt(self) -> Iterator[None]:
+    def _stop_on_interrupt(self, desc: str) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers belong to the main thread; elsewhere Ctrl-C keeps its usual effect
             return
@@ -233,7 +232,7 @@ class RunContext:
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
-            print("\nstopping after this iteration's checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+            print(f"\nstopping at the end of this {desc} iteration (Ctrl-C again to stop at once)", file=sys.stderr)
 
         previous = signal.signal(signal.SIGINT, request_stop)
         try:

@@ -155,10 +155,24 @@ def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None,
     return chosen
 
 
-def unfinished_runs(store: Store, suite: str, profile: str | None) -> Callable[[Select], str | None]:
+@dataclass(frozen=True)
+class Checkpoint:
+    """A training checkpoint in the store's folder without a run in the store (brought from another machine): the
+    run it belongs to and how far it trained, e.g. "meta-train 6/500"."""
+
+    suite: str
+    learner: str
+    profile: str
+    config: str  # JSON
+    progress: str | None
+
+
+def unfinished_runs(store: Store, suite: str, profile: str | None,
+                    strays: Sequence[Checkpoint] = ()) -> Callable[[Select], str | None]:
     """For a cell's `Select`: the state and training progress of its learner's most thorough, latest unfinished run
     of `suite` (of `profile` when given) with the config values the cell asks for, e.g. "running: meta-train
-    180/500"; None when there is none."""
+    180/500"; without one, a stray checkpoint's ("checkpoint, not resumed yet: meta-train 6/500"); None when there
+    is neither."""
     runs = store.runs(status=None)
     runs = runs[(runs.suite == suite) & (runs.status != "done") & ((runs.profile == profile) if profile else True)]
     progress = functools.cache(lambda run_id, config: runner.training_progress(store.path.parent / run_id,
@@ -167,7 +181,9 @@ def unfinished_runs(store: Store, suite: str, profile: str | None) -> Callable[[
     def of(sel: Select) -> str | None:
         mine = runs[(runs.learner == sel.learner) & runs.config.map(lambda c: matches(c, sel.where)).astype(bool)]
         if mine.empty:
-            return None
+            return next((f"checkpoint, not resumed yet: {c.progress or 'unreadable'}" for c in strays
+                         if (c.suite, c.learner) == (suite, sel.learner) and profile in (None, c.profile)
+                         and matches(c.config, sel.where)), None)
         rank = mine.profile.map(lambda p: PROFILE_RANK.get(p, -1))
         run = mine[rank == rank.max()].iloc[-1]  # runs come oldest first
         return f"{unit_state(run.status, run.host, run.pid)}: {progress(run.run_id, run.config) or 'no checkpoint yet'}"
@@ -205,8 +221,10 @@ def seed_columns(summary: Summary) -> dict[str, Any]:
         (several if summary.seeds > 1 else {})
 
 
-def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataFrame:
-    """The long-form rows of `spec` from `store` (cells with several seeds: see the module's docstring); with
+def build(spec: TableSpec, store: Store, profile: str | None = None,
+          strays: Sequence[Checkpoint] = ()) -> pd.DataFrame:
+    """The long-form rows of `spec` from `store` (cells with several seeds: see the module's docstring; a cell whose
+    run exists only as a stray checkpoint in `strays` says how far that got); with
     `spec.paired_with`, each row's paired difference from that row's learner (its runs of the same profile) on the
     identical test tasks under the same seeds, over the seeds both have. The lines of `spec.comparisons` travel in
     the frame's `attrs["comparisons"]` (they are not cells), for `markdown`."""
@@ -214,7 +232,7 @@ def build(spec: TableSpec, store: Store, profile: str | None = None) -> pd.DataF
     chosen = functools.cache(lambda where, at=profile: chosen_runs(all_runs, spec.suite, at, dict(where)))
     runs_of = lambda sel, at=profile: chosen(tuple(sorted(sel.where.items())), at).get(sel.learner)
     suite_runs = chosen(())
-    unfinished = unfinished_runs(store, spec.suite, profile)
+    unfinished = unfinished_runs(store, spec.suite, profile, strays)
     scores = store.scores(all_runs[all_runs.suite == spec.suite].run_id)
     paper = {(c.setting, c.row, c.column): c for c in spec.paper}
     ours = {v if isinstance(v, str) else v.learner for v in spec.rows.values() if v is not None}
@@ -372,7 +390,9 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
              ""]
     if frame.unfinished.notna().any():
         lines += ["A cell \"running\", \"interrupted\" or \"failed\" has no finished run yet; it says how far its "
-                  "run's training got by its last checkpoint (e.g. meta-train 180/500: 180 of 500 meta-iterations).",
+                  "run's training got by its last checkpoint (e.g. meta-train 180/500: 180 of 500 meta-iterations). "
+                  "\"checkpoint, not resumed yet\": a checkpoint brought from another machine that no run here has "
+                  "resumed (`python -m harness status --all` gives the command that does).",
                   ""]
     if len(origins) == 1:
         (profile, device), = origins
@@ -420,9 +440,10 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(spec: TableSpec, store: Store, directory: Path, profile: str | None = None) -> tuple[Path, Path]:
-    """Write `<name>.csv` and `<name>.md` into `directory`."""
-    frame = build(spec, store, profile)
+def write(spec: TableSpec, store: Store, directory: Path, profile: str | None = None,
+          strays: Sequence[Checkpoint] = ()) -> tuple[Path, Path]:
+    """Write `<name>.csv` and `<name>.md` (of `build`) into `directory`."""
+    frame = build(spec, store, profile, strays)
     directory.mkdir(parents=True, exist_ok=True)
     csv, md = directory / f"{spec.name}.csv", directory / f"{spec.name}.md"
     frame.to_csv(csv, index=False, float_format="%.6g")

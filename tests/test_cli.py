@@ -156,7 +156,7 @@ def test_status_and_tables_show_how_far_an_unfinished_run_trained(tmp_path, monk
     assert set(table[table.row == "MAML"].unfinished) == {"interrupted: meta-train 10/30"}
 
 
-def test_status_lists_checkpoints_the_store_has_no_record_of_with_the_command_that_resumes_them(
+def test_status_lists_checkpoints_the_store_has_no_record_of_with_the_command_that_resumes_them_and_tables_show_them(
         tmp_path, monkeypatch, capsys):
     run_interrupted_at_17(tmp_path, monkeypatch)  # made with --set values: its id tells no command
     (cut,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -177,6 +177,10 @@ def test_status_lists_checkpoints_the_store_has_no_record_of_with_the_command_th
     assert (f"`python -m harness run --suite sinusoid --learners maml --profile smoke --seeds 3 --out {tmp_path}`"
             in rows[plain.run_id])
     assert runner.identify(plain.run_id, REG) == (plain.spec, plain.config)
+    assert main(["report", "--out", str(tmp_path), "--results", str(tmp_path / "tables"), "--tables", "table2"]) == 0
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    assert f"| checkpoint, not resumed yet: meta-train 10/{smoke} (0.67) |" in md.replace("  ", "")  # MAML
+    assert "not run (2.41)" in md  # pretrain: no checkpoint at all
 
 
 def test_resume_from_continues_another_devices_checkpoint_to_the_same_scores(tmp_path, monkeypatch, capsys):

@@ -144,7 +144,7 @@ def test_ctrl_c_checkpoints_the_current_iteration_and_the_rerun_resumes_to_ident
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130
     reader.join(timeout=10)
-    assert "stopping after this iteration's checkpoint" in err.decode()
+    assert "stopping at the end of this meta-train iteration" in err.decode()
     assert "rerun the same command to resume" in err.decode()
     (run_id,) = running(tmp_path)
     checkpoint = torch.load(tmp_path / run_id / "train-checkpoint.pt", weights_only=True)

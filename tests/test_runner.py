@@ -126,3 +126,45 @@ def test_a_run_identity_leaves_out_keys_set_to_none_and_unhashed_ones():
     assert runner.run_id(spec, {**config, "checkpoint_every": 7}) == same
     assert runner.run_id(spec, {**config, "new_option": "on"}) != same
     assert runner.run_id(spec, {**config, "inner_lr": 0.02}) != same
+
+
+class Counting(Untrained):
+    """Ten iterations that checkpoint their count; the first process stops (Ctrl-C) after iteration 4."""
+
+    name = "counting"
+    interrupt = True
+
+    def meta_train(self, suite, ctx):
+        start = (ctx.load_checkpoint() or {"done": 0})["done"]
+        for i in ctx.iterations(start, 10):
+            ctx.save_checkpoint({"done": i + 1})
+            if i == 4 and Counting.interrupt:
+                Counting.interrupt = False
+                raise KeyboardInterrupt
+        return super().meta_train(suite, ctx)
+
+
+def test_a_resumed_run_s_progress_bar_starts_at_its_checkpoint_and_times_only_this_process(tmp_path):
+    import io
+
+    import pytest
+    from tqdm import tqdm
+
+    bars = []
+
+    def progress(total, desc, initial=0):
+        bar = tqdm(total=total, desc=desc, initial=initial, file=io.StringIO())
+        bars.append((desc, initial, bar))
+        return bar
+
+    reg = Registry(learners={"counting": Provided("counting", Counting, "test")},
+                   suites={"sinusoid": Provided("sinusoid", Sinusoid, "test")})
+    store = Store(tmp_path)
+    prepared = runner.prepare(runner.RunSpec("sinusoid", "counting", "smoke"), reg)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(prepared, store, tmp_path, "test", progress)
+    assert runner.execute(prepared, store, tmp_path, "test", progress) == "done"
+    train = [(initial, bar) for desc, initial, bar in bars if desc == "meta-train"]
+    assert [initial for initial, _ in train] == [0, 5]
+    resumed = train[1][1]
+    assert resumed.n == 10 and resumed.format_dict["initial"] == 5  # tqdm's rate counts n - initial: 5 iterations
