@@ -37,7 +37,9 @@ COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci9
            "n_seeds", "seed_sd", "seed_min", "seed_max", "ci95_low", "ci95_high", "paired_seeds", "paired_diff_seed_sd",
            "paired_n", "paired_diverged",
            # a cell without a finished run but with an unfinished one: its state and training progress
-           "unfinished"]
+           "unfinished",
+           # a baseline's fine-tuning step size tuned on validation tasks (`tuned_step_size`)
+           "step_size"]
 MARKS = {"within ci": "≈", "better": "▲", "short": "▼"}
 PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
 SEVERAL_SEEDS = ("A cell over several seeds pools its values of every (seed, test task): their mean ± the larger half "
@@ -167,6 +169,18 @@ class Checkpoint:
     progress: str | None
 
 
+def tuned_step_size(details: Mapping[str, Any], shots: int | None) -> str | None:
+    """The fine-tuning step size a run tuned for `shots` (its detail `tuned_step_sizes`, {shots: step size}), e.g.
+    "0.5 (the largest candidate)" when it is an end of the grid its detail `step_size_validation` ({shots: {step
+    size: score}}) tried: a better one may lie beyond. None for a run that tuned none."""
+    tuned = details.get("tuned_step_sizes", {}).get(str(shots))
+    if tuned is None:
+        return None
+    grid = sorted(float(lr) for lr in details.get("step_size_validation", {}).get(str(shots), {}))
+    edge = {grid[-1]: " (the largest candidate)", grid[0]: " (the smallest candidate)"} if len(grid) > 1 else {}
+    return f"{tuned:g}{edge.get(tuned, '')}"
+
+
 def unfinished_runs(store: Store, suite: str, profile: str | None,
                     strays: Sequence[Checkpoint] = ()) -> Callable[[Select], str | None]:
     """For a cell's `Select`: the state and training progress of its learner's most thorough, latest unfinished run
@@ -234,6 +248,7 @@ def build(spec: TableSpec, store: Store, profile: str | None = None,
     suite_runs = chosen(())
     unfinished = unfinished_runs(store, spec.suite, profile, strays)
     scores = store.scores(all_runs[all_runs.suite == spec.suite].run_id)
+    details = functools.cache(store.details)
     paper = {(c.setting, c.row, c.column): c for c in spec.paper}
     ours = {v if isinstance(v, str) else v.learner for v in spec.rows.values() if v is not None}
     extra = {learner: learner for learner in suite_runs if learner not in ours} if spec.extra_rows else {}
@@ -262,7 +277,9 @@ def build(spec: TableSpec, store: Store, profile: str | None = None,
                              "profile": group.profile.iloc[0], "device": group.device.iloc[0],
                              "seeds": ",".join(str(x) for x in sorted(group.seed)),
                              "train_seconds": group.train_seconds.mean(),
-                             "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0]}
+                             "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0],
+                             "step_size": None if sel.step == 0 else ", ".join(sorted({step for run_id in group.run_id
+                                 if (step := tuned_step_size(details(run_id), sel.shots))})) or None}
                     cell |= seed_columns(summary)
                     if ref is not None:
                         cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better,
@@ -430,14 +447,25 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
                   *frame.attrs["comparisons"]]
     lines += ["", "Written by `python -m harness report` from these runs:", ""]
     keys = ["learner", "command", "profile", "seeds", "device", "git_commit", "train_seconds"]
-    for values, _ in ran.groupby(keys, sort=False, dropna=False):
+    for values, group in ran.groupby(keys, sort=False, dropna=False):
         run = dict(zip(keys, values))
         trained = "" if pd.isna(run["train_seconds"]) else f", meta-trained in {run['train_seconds']:.0f} s"
         where = f"{run['profile']} profile, seeds {run['seeds']}, {run['device']}{trained}"
         commit = str(run["git_commit"])
         commit = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
-        lines.append(f"- {run['learner']} ({where}, commit {commit}): `{run['command']}`")
+        lines.append(f"- {run['learner']} ({where}, commit {commit}{step_sizes(group)}): `{run['command']}`")
     return "\n".join(lines) + "\n"
+
+
+def step_sizes(cells: pd.DataFrame) -> str:
+    """", tuned step size 0.5 (the largest candidate)" for the cells of one run group, per setting where they differ;
+    "" when its runs tuned none."""
+    by_setting = cells.dropna(subset=["step_size"]).groupby("setting", sort=False).step_size.first()
+    if by_setting.empty:
+        return ""
+    if by_setting.nunique() == 1:
+        return f", tuned step size {by_setting.iloc[0]}"
+    return ", tuned step sizes " + "; ".join(f"{setting}: {step}" for setting, step in by_setting.items())
 
 
 def write(spec: TableSpec, store: Store, directory: Path, profile: str | None = None,

@@ -56,3 +56,20 @@ def test_a_comparison_without_its_runs_says_what_is_missing(tmp_path):
         "- 5-shot: M after 1 step against P after 1 step: not yet (P after 1 step has no finished run)"]
     store, _ = store_of(tmp_path / "none", {"o": 20.0})
     assert build(SPEC, store).attrs["comparisons"] == [] and "Comparisons" not in markdown(SPEC, build(SPEC, store))
+
+
+def test_tables_name_each_baseline_s_tuned_step_size_and_flag_one_at_the_edge_of_its_grid(tmp_path):
+    store, _ = store_of(tmp_path, {"m": 10.0, "p": 4.0, "o": 20.0})
+    grid = {"0.01": 1.0, "0.1": 2.0, "0.5": 3.0}
+    store.record("sinusoid-p-paper-s0", "step_size_validation", {"5": grid, "10": grid})
+    store.record("sinusoid-p-paper-s0", "tuned_step_sizes", {"5": 0.5, "10": 0.1})
+    store.record("sinusoid-o-paper-s0", "step_size_validation", {"5": grid})
+    store.record("sinusoid-o-paper-s0", "tuned_step_sizes", {"5": 0.1})
+    frame = build(SPEC, store)
+    cells = frame.set_index(["row", "column"]).step_size
+    assert cells["P", "1 step"] == cells["P", "3 steps"] == "0.5 (the largest candidate)"
+    assert cells["O", "1 step"] == "0.1"  # inside the grid: no mark
+    assert cells.isna()["P", "0 steps"] and cells.isna()["O", "0 steps"] and cells.isna()["M", "1 step"]
+    lines = {line.split(" ")[1]: line for line in markdown(SPEC, frame).splitlines() if line.startswith("- ")}
+    assert "tuned step size 0.5 (the largest candidate)" in lines["p"]
+    assert "tuned step size 0.1)" in lines["o"] and "step size" not in lines["m"]
