@@ -1,5 +1,6 @@
-"""The MAML paper's sinusoid figures: Figure 3 (with Figure 6's shot counts), MSE against gradient steps at test
-time; Figure 2, what MAML and pretraining fit to one frozen test task after 0, 1 and 10 gradient steps."""
+"""The MAML paper's figures: Figure 3 (with Figure 6's shot counts), MSE against gradient steps at test time;
+Figure 2, what MAML and pretraining fit to one frozen test task after 0, 1 and 10 gradient steps; Figures 4 and 5,
+return against steps on 2D navigation and the four locomotion suites; and each RL suite's training curves."""
 from __future__ import annotations
 
 import json
@@ -20,9 +21,11 @@ from harness.protocols import TaskBatch
 from harness.store import Store
 from harness.tables import chosen_runs
 from plugins.paper_tables import RELEASED, RL_ROWS
+from plugins.rl.training_figure import TrainingCurvesFigure
 
 X_RANGE = (-5.0, 5.0)  # the sinusoid's input range (paper, section 5.1)
 GRID = 200  # points of the dense grid the true function and the fits are drawn on
+LOCOMOTION = ("cheetah-velocity", "cheetah-direction", "ant-velocity", "ant-direction")
 
 
 def _step_label(step: int) -> str:
@@ -129,6 +132,9 @@ def harness_figures() -> list[FigureSpec]:
                        suite=suite, metric="return", log_y=False, lower_is_better=False,
                        reference=released_curves(suite), reference_label="released (cbfinn/maml_rl)",
                        where={"variant": "rllab"})
-          for suite in ("cheetah-velocity", "cheetah-direction", "ant-velocity", "ant-direction")),
+          for suite in LOCOMOTION),
+        *(TrainingCurvesFigure(name=f"training-{suite}", title=f"{suite}: return of the training paths against "
+                               "meta-iterations", suite=suite, where=where)
+          for suite, where in (("navigation2d", {}), *((s, {"variant": "rllab"}) for s in LOCOMOTION))),
         SinusoidFits(name="figure2", title="Figure 2: sinusoid fits of MAML and pretraining after 0, 1, 10 steps"),
     ]

@@ -113,3 +113,34 @@ def test_list_shows_figures_with_their_plugin(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| figure")]
     assert {row.split("|")[2].strip() for row in rows} >= {"figure2", "figure3"}
     assert all("maml-harness" in row for row in rows)
+
+
+def test_training_curves_come_from_finished_runs_details_and_unfinished_runs_checkpoints(tmp_path):
+    import torch
+
+    from harness import checkpoints
+    from plugins.rl.training_figure import TrainingCurvesFigure, training_curves
+
+    store = Store(tmp_path)
+    config = {"meta_iterations": 500, "variant": "rllab"}
+    for learner, profile in (("maml", "paper"), ("maml", "quick"), ("pretrain", "paper"), ("oracle", "paper")):
+        store.begin(RunRecord(f"ant-{learner}-{profile}", "ant-velocity", learner, profile, 0, "cpu", config, {}, None,
+                              "test"))
+    store.record("ant-maml-paper", "training_curve", {"iteration": [0, 1, 2], "return": [1.0, None, 3.0]})
+    store.finish("ant-maml-paper", [Score(0, 20, 0, "return", 1.0)])
+    store.record("ant-maml-quick", "training_curve", {"iteration": [0], "return": [9.0]})
+    store.finish("ant-maml-quick", [Score(0, 20, 0, "return", 1.0)])  # a less thorough profile: not drawn
+    (tmp_path / "ant-pretrain-paper").mkdir()  # running in this process, checkpointed after 2 iterations
+    torch.save({"iteration": 1, "curve": {"iteration": [0, 1], "return": [-5.0, -4.0]}},
+               tmp_path / "ant-pretrain-paper" / checkpoints.TRAIN)
+    curves = training_curves(store, tmp_path, "ant-velocity", where={"variant": "rllab"})
+    assert sorted(curves) == ["maml", "pretrain"]  # the oracle has no checkpoint yet
+    label, returns = curves["maml"]
+    assert label == "maml (paper, done, 3/500)" and np.isnan(returns[1]) and list(returns[[0, 2]]) == [1.0, 3.0]
+    assert curves["pretrain"][0] == "pretrain (paper, running, 2/500)"
+    assert list(curves["pretrain"][1]) == [-5.0, -4.0]
+    assert training_curves(store, tmp_path, "ant-velocity", where={"variant": "gymnasium"}) == {}
+    figure = TrainingCurvesFigure("training-ant-velocity", "t", "ant-velocity")
+    assert_png(figure.make(store, tmp_path, registry(), tmp_path / "figures", None))
+    nothing = TrainingCurvesFigure("x", "t", "ant-direction")
+    assert nothing.make(store, tmp_path, registry(), tmp_path / "f", None) is None
