@@ -135,7 +135,7 @@ def _write_figures(args: argparse.Namespace, reg: Registry, store: Store) -> Non
     directory = _writable_dir(args.figures or args.results.parent / "figures", "--figures")
     for name, provided in sorted(reg.figures.items()):
         path = provided.obj.make(store, args.out, reg, directory, args.profile)
-        done = f"wrote {path}" if path else f"{name}: no finished runs of {provided.obj.suite} to draw; not written"
+        done = f"wrote {path}" if path else f"{name}: no runs of {provided.obj.suite} it can draw; not written"
         print(done, file=sys.stderr)
 
 

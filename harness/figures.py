@@ -42,9 +42,10 @@ class FigureSpec(Protocol):
 
     def make(self, store: Store, runs_dir: Path, registry: Registry, directory: Path,
              profile: str | None) -> Path | None:
-        """Draw from the runs of `store` that `harness.tables.chosen_runs(..., profile)` picks (their folders, with
-        `model.pt` and `config.json`, lie in `runs_dir`), write `directory/<name>.png` and return its path; None,
-        writing nothing, when the store has no finished run to draw."""
+        """Draw from the runs of `store` of `profile` (None: the most thorough available; the paper's figures take
+        those `harness.tables.chosen_runs` picks; the runs' folders, with `model.pt`, `config.json` and an unfinished
+        run's checkpoint, lie in `runs_dir`), write `directory/<name>.png` and return its path; None, writing nothing,
+        when the store has no run it can draw."""
 
 
 def new_figure(width: float, height: float) -> Figure:

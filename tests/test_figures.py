@@ -105,7 +105,7 @@ def test_report_without_runs_writes_no_figure(tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path), "--results", str(tmp_path / "tables"),
                  "--figures", str(figures)]) == 0
     assert list(figures.iterdir()) == []
-    assert "figure3: no finished runs of sinusoid to draw; not written" in capsys.readouterr().err
+    assert "figure3: no runs of sinusoid it can draw; not written" in capsys.readouterr().err
 
 
 def test_list_shows_figures_with_their_plugin(capsys):
