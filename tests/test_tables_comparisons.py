@@ -73,3 +73,15 @@ def test_tables_name_each_baseline_s_tuned_step_size_and_flag_one_at_the_edge_of
     lines = {line.split(" ")[1]: line for line in markdown(SPEC, frame).splitlines() if line.startswith("- ")}
     assert "tuned step size 0.5 (the largest candidate)" in lines["p"]
     assert "tuned step size 0.1)" in lines["o"] and "step size" not in lines["m"]
+
+
+def test_a_run_group_s_step_sizes_are_named_per_setting_where_they_differ():
+    import pandas as pd
+
+    from harness.tables import step_sizes
+
+    cells = pd.DataFrame({"setting": ["5-shot", "5-shot", "10-shot", "10-shot"],
+                          "step_size": [None, "0.01", None, "0.03 (the largest candidate)"]})
+    assert step_sizes(cells) == ", tuned step sizes 5-shot: 0.01; 10-shot: 0.03 (the largest candidate)"
+    assert step_sizes(cells.assign(step_size=[None, "0.01", None, "0.01"])) == ", tuned step size 0.01"
+    assert step_sizes(cells.assign(step_size=None)) == ""
