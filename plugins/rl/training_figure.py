@@ -27,9 +27,9 @@ SMOOTH = 25  # meta-iterations of the moving average drawn over each raw curve
 def training_curves(store: Store, runs_dir: Path, suite: str, profile: str | None = None,
                     where: Mapping[str, Any] | None = None) -> dict[str, tuple[str, np.ndarray]]:
     """Per learner, its latest run of `suite` (of `profile`, else of the most thorough profile with a run; with the
-    config values `where`) that has a training curve: (its label, e.g. "maml (running, 208/500)", the mean return of
-    the training paths at each meta-iteration so far). A run without one (a learner that does not train by RL
-    iterations, or before its first checkpoint) is left out."""
+    config values `where`) that has a training curve: (its label, e.g. "maml (paper, running, 208/500)", the mean
+    return of the training paths at each meta-iteration so far). A run without one (a learner that does not train by
+    RL iterations, or before its first checkpoint) is left out."""
     runs = store.runs(status=None)
     runs = runs[(runs.suite == suite) & runs.config.map(lambda c: matches(c, where or {})).astype(bool)]
     if profile is not None:
@@ -41,7 +41,7 @@ def training_curves(store: Store, runs_dir: Path, suite: str, profile: str | Non
             returns = _returns(store, runs_dir, run)
             if returns is not None:
                 total = json.loads(run.config)["meta_iterations"]
-                state = "done" if run.status == "done" else unit_state(run.status, run.host, run.pid)
+                state = unit_state(run.status, run.host, run.pid)
                 out[learner] = (f"{learner} ({run.profile}, {state}, {len(returns)}/{total})", returns)
                 break
     return out
