@@ -139,6 +139,12 @@ def matches(config: str, where: Mapping[str, Any]) -> bool:
     return all(values.get(k) == v for k, v in where.items())
 
 
+def most_thorough(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `runs` (of `Store.runs`) of their most thorough profile (paper > quick > smoke > any other)."""
+    rank = runs.profile.map(lambda p: PROFILE_RANK.get(p, -1))
+    return runs[rank == rank.max()]
+
+
 def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None,
                 where: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
     """Per learner, the done runs of `suite` (with the config values `where`) to report: the given profile, else
@@ -150,8 +156,7 @@ def chosen_runs(runs: pd.DataFrame, suite: str, profile: str | None,
         runs = runs[runs.config.map(lambda c: matches(c, where)).astype(bool)]
     chosen = {}
     for learner, group in runs.groupby("learner"):
-        best = max(group.profile, key=lambda p: PROFILE_RANK.get(p, -1))
-        group = group[group.profile == best]
+        group = most_thorough(group)
         latest_config = group.sort_values("finished").config.iloc[-1]
         chosen[learner] = group[group.config == latest_config]
     return chosen
@@ -198,8 +203,7 @@ def unfinished_runs(store: Store, suite: str, profile: str | None,
             return next((f"checkpoint, not resumed yet: {c.progress or 'unreadable'}" for c in strays
                          if (c.suite, c.learner) == (suite, sel.learner) and profile in (None, c.profile)
                          and matches(c.config, sel.where)), None)
-        rank = mine.profile.map(lambda p: PROFILE_RANK.get(p, -1))
-        run = mine[rank == rank.max()].iloc[-1]  # runs come oldest first
+        run = most_thorough(mine).iloc[-1]  # runs come oldest first
         return f"{unit_state(run.status, run.host, run.pid)}: {progress(run.run_id, run.config) or 'no checkpoint yet'}"
     return of
 

@@ -19,7 +19,7 @@ from harness.figures import new_figure, save
 from harness.plugins import Registry
 from harness.store import Store
 from harness.sweeps import unit_state
-from harness.tables import PROFILE_RANK, matches
+from harness.tables import matches, most_thorough
 
 SMOOTH = 25  # meta-iterations of the moving average drawn over each raw curve
 
@@ -36,8 +36,7 @@ def training_curves(store: Store, runs_dir: Path, suite: str, profile: str | Non
         runs = runs[runs.profile == profile]
     out = {}
     for learner, group in runs.groupby("learner"):
-        rank = group.profile.map(lambda p: PROFILE_RANK.get(p, -1))
-        for run in group[rank == rank.max()].iloc[::-1].itertuples():  # latest first
+        for run in most_thorough(group).iloc[::-1].itertuples():  # latest first
             returns = _returns(store, runs_dir, run)
             if returns is not None:
                 total = json.loads(run.config)["meta_iterations"]
