@@ -33,7 +33,17 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
 
 
 def coerce(key: str, raw: str, default: Any) -> Any:
-    """Parse `raw` to the type of `default` (bool, int, float, str, or a list of ints)."""
+    """Parse `raw` to the type of `default` (bool, int, float, str, or a list of ints); a None default (an option
+    added after the runs stored without it) takes `raw` as what it reads as: a bool word, an int, a float, else str."""
+    if default is None:
+        if raw.lower() in ("true", "yes", "on", "false", "no", "off"):
+            return raw.lower() in ("true", "yes", "on")
+        for kind in (int, float):
+            try:
+                return kind(raw)
+            except ValueError:
+                pass
+        return raw
     try:
         if isinstance(default, bool):
             if raw.lower() in ("1", "true", "yes", "on"):

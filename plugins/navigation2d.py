@@ -4,7 +4,10 @@ state-independent log-std; inner step REINFORCE with the linear feature baseline
 (`plugins.rl.trainer`); evaluation on 40 frozen goals, up to 3 steps of 40 x 100 env steps (`plugins.rl.evaluation`).
 
 Batches are counted in env steps as the released code's sampler counted them (`fill_env_steps`): a task's
-`trajectories` x 100 steps of whole paths, so more paths where episodes end at the goal.
+`trajectories` x 100 steps of whole paths, so more paths where episodes end at the goal. The episodes still running
+when a task's batch fills are dropped; `--set finish_begun=true` keeps every episode begun before then (as the ant
+suites do: dropping favours the episodes that end early, here those that reach the goal). Default None: dropped, as
+in the runs stored before the option, which keep their identity.
 
 `inner_lr` 0.1 as the paper (the released point-robot code used 0.5: `--set inner_lr=0.5 --set later_inner_lr=0.25`
 reproduces it), `later_inner_lr` 0.05 for the later evaluation steps. The oracle sees the goal as extra inputs; the
@@ -33,7 +36,7 @@ PAPER: Mapping[str, Any] = {
     "inner_steps": 1, "gamma": 0.99, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "cg_subsample": 0.25,
     "backtrack_ratio": 0.8,
     "max_backtracks": 15, "eval_tasks": 40, "eval_trajectories": 40, "eval_steps": 3, "threads": 2,
-    "checkpoint_every": 25, "keep_best": True, "fill_env_steps": True,
+    "checkpoint_every": 25, "keep_best": True, "fill_env_steps": True, "finish_begun": None,
 }
 
 
@@ -75,7 +78,8 @@ class Navigation2D:
     def rollout(self, policy: Forward, params: Params, tasks: Tensor, trajectories: int,
                 generator: torch.Generator) -> Paths:
         return rollout(NavigationBatch, policy, params, tasks, trajectories, generator, action_scale=ACTION_SCALE,
-                       fill_env_steps=self.config.get("fill_env_steps", False))  # runs from before it: paths
+                       fill_env_steps=self.config.get("fill_env_steps", False),  # runs from before it: paths
+                       finish_begun=bool(self.config.get("finish_begun")))
 
     def trainer(self, config: Mapping[str, Any]) -> TRPOTrainer:
         return TRPOTrainer(self, config)

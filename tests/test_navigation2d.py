@@ -11,10 +11,12 @@ from harness.functional import step_sizes
 from harness.models import FunctionalModel
 from harness.plugins import registry
 from harness.protocols import Adapted
+from harness.runner import RunSpec, prepare
 from harness.training import Adaptation
 from plugins.maml import MAML
 from plugins.navigation2d import PAPER, Navigation2D
 from plugins.rl.evaluation import STEP_SIZES, RolloutEvaluator
+from plugins.rl.policy_gradient import rollout
 from plugins.rl.trpo import fisher_vector_product, flatten_params, unflatten_params
 
 REG = registry()
@@ -237,3 +239,22 @@ def test_the_trained_model_is_the_iterate_with_the_best_training_return(monkeypa
     assert resumed.records["best_training_return"] == {"iteration": 1, "return": 5.0, "kept": keep_best}
     assert resumed.records["training_curve"] == {"iteration": [0, 1, 2, 3], "return": returns,
                                                  "backtracks": [0, 1, 2, 3], "kl": [0.005] * 4}  # across the resume
+
+
+@pytest.mark.parametrize("raw, kept", [(None, False), ("true", True)])
+def test_finish_begun_reaches_the_rollout_and_its_default_keeps_the_stored_runs(monkeypatch, raw, kept):
+    seen = {}
+
+    def recording_rollout(*args, **kwargs):
+        seen.update(kwargs)
+        return rollout(*args, **kwargs)
+
+    monkeypatch.setattr("plugins.navigation2d.rollout", recording_rollout)
+    overrides = {} if raw is None else {"finish_begun": raw}
+    prepared = prepare(RunSpec("navigation2d", "maml", "paper", overrides=overrides), REG)
+    suite = Navigation2D(prepared.config)
+    model = FunctionalModel(suite, "cpu")
+    params = {k: v.detach()[None] for k, v in model.params.items()}
+    suite.rollout(model.forward, params, suite.sample_tasks(1, torch.Generator()), 2, torch.Generator())
+    assert seen["fill_env_steps"] is True and seen["finish_begun"] is kept
+    assert (prepared.run_id == "navigation2d-maml-paper-s0-8c5b5c9f19") is not kept  # the committed MAML run's id

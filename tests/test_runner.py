@@ -168,3 +168,18 @@ def test_a_resumed_run_s_progress_bar_starts_at_its_checkpoint_and_times_only_th
     assert [initial for initial, _ in train] == [0, 5]
     resumed = train[1][1]
     assert resumed.n == 10 and resumed.format_dict["initial"] == 5  # tqdm's rate counts n - initial: 5 iterations
+
+
+def test_an_option_with_a_none_default_keeps_the_identity_of_runs_and_reads_set_values_as_what_they_are():
+    class Optioned(Sinusoid):
+        profiles = {name: {**p, "new_option": None} for name, p in Sinusoid.profiles.items()}
+
+    reg = Registry(suites={"sinusoid": Provided("sinusoid", Optioned, "test")},
+                   learners={"untrained": Provided("untrained", Untrained, "test")})
+    plain = runner.prepare(runner.RunSpec("sinusoid", "untrained", "smoke"), reg)
+    without = {k: v for k, v in plain.config.items() if k != "new_option"}
+    assert plain.config["new_option"] is None and plain.run_id == runner.run_id(plain.spec, without)
+    for raw, value in [("true", True), ("off", False), ("3", 3), ("0.5", 0.5), ("rllab", "rllab")]:
+        setting = runner.prepare(runner.RunSpec("sinusoid", "untrained", "smoke", overrides={"new_option": raw}), reg)
+        assert type(setting.config["new_option"]) is type(value) and setting.config["new_option"] == value
+        assert setting.run_id != plain.run_id
