@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
+from harness.errors import UsageError
 from harness.protocols import Forward, Params
 from plugins.rl.evaluation import RolloutEvaluator
 from plugins.rl.navigation import NavigationBatch, sample_goals
@@ -57,6 +58,8 @@ class Navigation2D:
     }
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        if config.get("finish_begun") not in (None, True, False):
+            raise UsageError(f"--set finish_begun={config['finish_begun']!r}: finish_begun takes bool (true or false)")
         self.config = config
 
     @property

@@ -296,6 +296,8 @@ BAD = [  # (argv with {tmp} for the test's folder, files made first, what the on
     ([*RUN, "--set", "meta_batch=0"], None, "must be positive"),
     ([*RUN, "--set", "inner_steps=-2"], None, "must be positive"),
     ([*RUN, "--set", "vectorize=fast"], None, "vectorize"),
+    (["run", "--suite", "navigation2d", "--learners", "maml", "--set", "finish_begun=maybe"], None,
+     "finish_begun takes bool"),
     ([*RUN, "--seeds", "0,a"], None, "--seeds"),
     ([*RUN, "--seeds", "-1"], None, "non-negative"),
     ([*RUN, "--seeds", "1,1"], None, "distinct"),
