@@ -32,12 +32,15 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on"), ("false", "no", "off")
+
+
 def coerce(key: str, raw: str, default: Any) -> Any:
     """Parse `raw` to the type of `default` (bool, int, float, str, or a list of ints); a None default (an option
     added after the runs stored without it) takes `raw` as what it reads as: a bool word, an int, a float, else str."""
     if default is None:
-        if raw.lower() in ("true", "yes", "on", "false", "no", "off"):
-            return raw.lower() in ("true", "yes", "on")
+        if raw.lower() in TRUE_WORDS + FALSE_WORDS:
+            return raw.lower() in TRUE_WORDS
         for kind in (int, float):
             try:
                 return kind(raw)
@@ -46,9 +49,9 @@ def coerce(key: str, raw: str, default: Any) -> Any:
         return raw
     try:
         if isinstance(default, bool):
-            if raw.lower() in ("1", "true", "yes", "on"):
+            if raw.lower() in ("1", *TRUE_WORDS):
                 return True
-            if raw.lower() in ("0", "false", "no", "off"):
+            if raw.lower() in ("0", *FALSE_WORDS):
                 return False
             raise ValueError
         if isinstance(default, int):
