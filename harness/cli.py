@@ -374,10 +374,12 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--profile", default=None, help="report only runs of this profile (default: the most thorough)")
     report.set_defaults(fn=cmd_report)
     tasks = sub.add_parser("tasks", help="the worst test tasks of a finished run, with their task parameters")
-    tasks.add_argument("--suite", required=True)
-    tasks.add_argument("--learner", required=True)
-    tasks.add_argument("--shots", type=int, required=True)
-    tasks.add_argument("--step", type=int, required=True)
+    tasks.add_argument("--suite", required=True, help="a suite name (see `list`)")
+    tasks.add_argument("--learner", required=True, help="one learner name, e.g. maml")
+    tasks.add_argument("--shots", type=int, required=True,
+                       help="the scores at this many shots (K; on RL suites, the paths per adaptation step)")
+    tasks.add_argument("--step", type=int, required=True,
+                       help="rank the tasks by their score after this many adaptation steps")
     tasks.add_argument("--worst", type=int, default=10, help="how many tasks to show (default: 10)")
     tasks.add_argument("--profile", default=None, help="the profile's runs (default: the most thorough)")
     tasks.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
