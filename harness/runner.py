@@ -279,7 +279,8 @@ def training_progress(run_dir: Path, config: Mapping[str, Any], pace: bool = Fal
     A checkpoint written before the runner kept `PROGRESS` counts its `iteration` against the config's
     `meta_iterations` ("meta-train 180 done" without one). With `pace`, also the seconds per iteration of the last
     process that trained it, its host, and the time the rest takes at that pace ("meta-train 180/500, 52 s per
-    iteration on vm, about 4.6 h to go"), where its checkpoint's last segment tells."""
+    iteration on vm, about 4.6 h to go"; once all are done, "..., training done, evaluation left"), where its
+    checkpoint's last segment tells."""
     state = checkpoints.load_tensors(run_dir / checkpoints.TRAIN)
     if state is None:
         return None
@@ -296,7 +297,8 @@ def training_progress(run_dir: Path, config: Mapping[str, Any], pace: bool = Fal
         return text
     seconds = segment["seconds"] / iterations
     host = f" on {segment['host']}" if segment.get("host") else ""
-    left = f", about {duration((done['of'] - done['done']) * seconds)} to go" if done["of"] else ""
+    left = "" if not done["of"] else (", training done, evaluation left" if done["done"] >= done["of"] else
+                                      f", about {duration((done['of'] - done['done']) * seconds)} to go")
     return text + f", {seconds:.3g} s per iteration{host}{left}"
 
 

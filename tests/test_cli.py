@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from harness import runner
+from harness import checkpoints, runner
 from harness.cli import main
 from harness.plugins import registry
 from harness.store import Store
@@ -358,3 +358,14 @@ def test_output_path_that_is_a_file_is_rejected(tmp_path, capsys):
     assert main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
                  "--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_status_of_a_run_whose_training_is_done_says_its_evaluation_is_left(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    checkpoints.save_tensors(run_dir / checkpoints.TRAIN, {
+        "iteration": 29, runner.PROGRESS: {"done": 30, "of": 30, "unit": "meta-train"},
+        runner.SEGMENTS: [{"host": "vm", "seconds": 60.0, "resumed_after": 19}]})
+    assert runner.training_progress(run_dir, {}, pace=True) == (
+        "meta-train 30/30, 6 s per iteration on vm, training done, evaluation left")
+    assert runner.training_progress(run_dir, {}) == "meta-train 30/30"
