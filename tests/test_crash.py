@@ -2,47 +2,73 @@
 command again. Nothing finished is lost, the store stays intact, and the final scores equal an uninterrupted run's."""
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from harness.store import Store
+
 # 2 learners x 600 meta-iterations of the sinusoid smoke profile: ~10-20 s of training, a checkpoint every other
 # iteration (so that kills also land while one is written), then evaluation and the store's transaction.
 SWEEP = [sys.executable, "-m", "harness", "run", "--suite", "sinusoid", "--learners", "maml,fomaml", "--profile",
-         "smoke", "--set", "meta_iterations=600", "--quiet"]
+         "smoke", "--set", "meta_iterations=600"]
 KILLS = 6
+REACH = 0.9  # the share of the uninterrupted sweep's work within which the kills land
+ATTEMPTS = 3  # kill sequences tried, each with half the last one's reach, before a fast spell fails the test
 
 
-def start(out, *extra):
-    return subprocess.Popen([*SWEEP, *extra, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+def start(out: Path, log: Path, every: int = 2) -> subprocess.Popen:
+    """The sweep, checkpointing every `every` iterations, with its progress bars written to `log`: the first bytes
+    there say that start-up (imports, plugins) is over and the first run has begun."""
+    with log.open("wb") as err:
+        return subprocess.Popen([*SWEEP, "--set", f"checkpoint_every={every}", "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=err)
 
 
-def finish(out, *extra):
-    done = subprocess.run([*SWEEP, *extra, "--out", str(out)], capture_output=True, text=True, timeout=600)
+def begun(process: subprocess.Popen, log: Path) -> bool:
+    """Waits until `process` has begun its first run (True) or exited before that (False)."""
+    deadline = time.monotonic() + 300
+    while log.stat().st_size == 0:
+        if process.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, "the sweep wrote no progress within 300 s of its start"
+        time.sleep(0.01)
+    return True
+
+
+def finish(out: Path, every: int = 2) -> str:
+    done = subprocess.run([*SWEEP, "--set", f"checkpoint_every={every}", "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return done.stderr
 
 
-def query(out, sql):
-    """Rows of `sql` on the store, read-only; none while it or its tables do not exist yet (killed that early)."""
-    path = out / "results.sqlite"
-    if not path.exists():
+def query(out: Path, sql: str) -> list[tuple]:
+    """Rows of `sql` on a copy of the store, taken after its writer has exited, and recovered as the next run will
+    recover it: a kill inside a transaction leaves a hot journal, which only a writable connection can roll back.
+    No rows while the store or its tables do not exist yet (killed that early)."""
+    if not (out / "results.sqlite").exists():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
-    try:
-        return db.execute(sql).fetchall()
-    except sqlite3.OperationalError as exc:
-        assert "no such table" in str(exc)
-        return []
-    finally:
-        db.close()
+    with tempfile.TemporaryDirectory() as copy:
+        for name in ("results.sqlite", "results.sqlite-journal"):
+            if (out / name).exists():
+                shutil.copyfile(out / name, Path(copy) / name)
+        db = sqlite3.connect(Path(copy) / "results.sqlite", timeout=60)
+        try:
+            return db.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            assert "no such table" in str(exc)
+            return []
+        finally:
+            db.close()
 
 
 def scores(out):
@@ -69,17 +95,47 @@ def intact(out):
     return query(out, "PRAGMA integrity_check") in ([], [("ok",)])
 
 
+KILLED_IN_FINISH = """
+import os, signal, sys
+from harness.protocols import Score
+from harness.store import RunRecord, Store
+store = Store(sys.argv[1])
+store.begin(RunRecord("r", "sinusoid", "maml", "smoke", 0, "cpu", {}, {}, None, "run"))
+# killed as the run is marked done: its scores are written, the transaction not committed
+store.db.execute("PRAGMA cache_size = 1")  # pages spill to the file mid-transaction: the journal is synced
+store.db.set_trace_callback(lambda sql: "SET status = 'done'" in sql and os.kill(os.getpid(), signal.SIGKILL))
+store.finish("r", [Score(task, 5, 1, "mse", 0.5) for task in range(20000)])
+"""
+
+
+def test_a_kill_inside_a_store_transaction_leaves_the_run_unfinished_and_the_next_open_recovers_it(tmp_path):
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_FINISH, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # a hot journal (SQLite's magic number first): what a read-only connection cannot roll back, nor `query` without
+    # copying the store, and what the next writer must roll back
+    assert (tmp_path / "results.sqlite-journal").read_bytes()[:8] == bytes.fromhex("d9d505f920a163d7")
+    assert query(tmp_path, "SELECT run_id, status FROM runs") == [("r", "running")]
+    assert scores(tmp_path) == []
+    assert query(tmp_path, "PRAGMA integrity_check") == [("ok",)]
+    store = Store(tmp_path)
+    try:
+        assert store.status("r") == "running" and store.scores(["r"]).empty
+    finally:
+        store.close()
+    assert not (tmp_path / "results.sqlite-journal").exists()
+
+
 @pytest.fixture(scope="module")
-def whole_run(tmp_path_factory):
-    """The uninterrupted sweep: (its scores, seconds of start-up - `harness list`, which loads what `run` loads
-    before its first unit -, seconds of the whole sweep from start to exit)."""
+def whole_run(tmp_path_factory) -> tuple[list[tuple], float]:
+    """The uninterrupted sweep: (its scores, seconds from the start of its first run to its exit)."""
     out = tmp_path_factory.mktemp("whole")
+    log = out.parent / f"{out.name}.log"
+    process = start(out, log)
+    assert begun(process, log)
     begin = time.monotonic()
-    subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, check=True, timeout=120)
-    startup = time.monotonic() - begin
-    begin = time.monotonic()
-    finish(out, "--set", "checkpoint_every=2")
-    return scores(out), startup, time.monotonic() - begin
+    assert process.wait(timeout=600) == 0, log.read_text()
+    return scores(out), time.monotonic() - begin
 
 
 @pytest.fixture(scope="module")
@@ -87,67 +143,77 @@ def uninterrupted(whole_run):
     return whole_run[0]
 
 
-def test_sigkill_at_random_points_loses_nothing_and_resumes_to_identical_scores(tmp_path, whole_run, capsys):
-    uninterrupted, startup, seconds = whole_run
-    rng = random.Random(int(os.environ.get("HARNESS_KILL_SEED", time.time_ns() % 2**32)))
-    # a process lives from half its start-up to its start-up and 1/KILLS of the sweep's work, so that the first
-    # KILLS - 1 processes cannot finish the sweep on a fast machine nor leave most of it unkilled on a slow one
-    longest = startup + max(1.0, (seconds - startup) / KILLS)
+def kill_repeatedly(out: Path, delays: list[float]) -> list[str]:
+    """Starts the sweep in `out` and SIGKILLs it after each of `delays` seconds of its work (counted from the end of
+    start-up), checking after each kill that the store is intact and that no finished result was lost or changed.
+    Returns the kills made: fewer than asked when a process finished first."""
     kept: dict[str, list] = {}  # the scores of every run seen done, which no later kill may change
-    kills = []
-    while len(kills) < KILLS:
-        process = start(tmp_path, "--set", "checkpoint_every=2")
-        delay = rng.uniform(startup / 2, longest)
+    kills: list[str] = []
+    log = out.parent / f"{out.name}.log"
+    for delay in delays:
+        process = start(out, log)
+        if not begun(process, log):
+            break
         try:
             process.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             process.wait()
-            kills.append(f"{delay:.1f} s ({stage(tmp_path)})")
+            kills.append(f"{delay:.1f} s ({stage(out)})")
         else:
-            break  # it finished before this kill: nothing left to interrupt
-        assert intact(tmp_path)
-        rows = scores(tmp_path)
-        for run_id in done_runs(tmp_path):
+            assert process.returncode == 0, log.read_text()
+            break
+        assert intact(out)
+        rows = scores(out)
+        for run_id in done_runs(out):
             mine = [r for r in rows if r[0] == run_id]
-            assert kept.setdefault(run_id, mine) == mine  # a finished result is never lost or changed
-    finish(tmp_path, "--set", "checkpoint_every=2")
-    assert query(tmp_path, "PRAGMA integrity_check") == [("ok",)]
-    assert query(tmp_path, "SELECT DISTINCT status FROM runs") == [("done",)]
-    final = scores(tmp_path)
+            assert kept.setdefault(run_id, mine) == mine
+    return kills
+
+
+def test_sigkill_at_random_points_loses_nothing_and_resumes_to_identical_scores(tmp_path, whole_run, capsys):
+    uninterrupted, work = whole_run
+    seed = int(os.environ.get("HARNESS_KILL_SEED", time.time_ns() % 2**32))
+    rng = random.Random(seed)
+    # the kills land at KILLS random points of the first REACH of the uninterrupted sweep's work: each process is
+    # killed after the work between one point and the next, so that the sweep cannot finish first at that pace (a
+    # resumed process also redoes what its predecessor had not checkpointed). Should a faster spell of the machine
+    # let it finish anyway, the kills start over in a fresh store with half the reach.
+    reach = REACH
+    for attempt in range(1, ATTEMPTS + 1):
+        points = sorted(rng.uniform(0, reach * work) for _ in range(KILLS))
+        out = tmp_path / f"attempt-{attempt}"
+        kills = kill_repeatedly(out, [b - a for a, b in zip([0.0, *points], points)])
+        if len(kills) == KILLS:
+            break
+        reach /= 2
+    assert len(kills) == KILLS, (f"the sweep finished before {KILLS} kills in each of {ATTEMPTS} attempts "
+                                 f"(HARNESS_KILL_SEED={seed}); raise meta_iterations")
+    finish(out)
+    assert query(out, "PRAGMA integrity_check") == [("ok",)]
+    assert query(out, "SELECT DISTINCT status FROM runs") == [("done",)]
+    final = scores(out)
     with capsys.disabled():
         same = "identical" if final == uninterrupted else "DIFFERENT"
-        print(f"\nSIGKILL test: {len(kills)} kills ({seconds:.1f} s uninterrupted, {startup:.1f} s start-up), "
-              f"after {'; '.join(kills)} of each process; final scores: {len(final)} cells, {same} to the "
-              "uninterrupted run's; PRAGMA integrity_check ok")
-    assert len(kills) >= 5, "the sweep finished too fast to be killed 5 times; raise meta_iterations"
+        print(f"\nSIGKILL test (HARNESS_KILL_SEED={seed}): {KILLS} kills in attempt {attempt} ({work:.1f} s of "
+              f"uninterrupted work), after {'; '.join(kills)} of each process's work; final scores: {len(final)} "
+              f"cells, {same} to the uninterrupted run's; PRAGMA integrity_check ok")
     assert final == uninterrupted
 
 
 def test_ctrl_c_checkpoints_the_current_iteration_and_the_rerun_resumes_to_identical_scores(tmp_path, uninterrupted):
-    command = [*SWEEP, "--set", "checkpoint_every=100000", "--out", str(tmp_path)]  # no checkpoint but Ctrl-C's
-    command.remove("--quiet")  # the progress bar says when meta-training has started
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = bytearray()
-
-    def read() -> None:
-        while chunk := process.stderr.read1(4096):
-            err.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while b"meta-train" not in err:
-        assert time.monotonic() < deadline and process.poll() is None, f"meta-training did not start: {err.decode()}"
-        time.sleep(0.05)
+    out, log = tmp_path / "store", tmp_path / "stderr.log"
+    process = start(out, log, every=100000)  # no checkpoint but Ctrl-C's
+    assert begun(process, log), f"the sweep exited before meta-training began: {log.read_text()}"
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130
-    reader.join(timeout=10)
-    assert "stopping at the end of this meta-train iteration" in err.decode()
-    assert "rerun the same command to resume" in err.decode()
-    (run_id,) = running(tmp_path)
-    checkpoint = torch.load(tmp_path / run_id / "train-checkpoint.pt", weights_only=True)
+    err = log.read_text()
+    assert "meta-train" in err
+    assert "stopping at the end of this meta-train iteration" in err
+    assert "rerun the same command to resume" in err
+    (run_id,) = running(out)
+    checkpoint = torch.load(out / run_id / "train-checkpoint.pt", weights_only=True)
     assert 0 < checkpoint["iteration"] < 599
-    finish(tmp_path, "--set", "checkpoint_every=100000")
-    assert scores(tmp_path) == uninterrupted
+    finish(out, every=100000)
+    assert scores(out) == uninterrupted
