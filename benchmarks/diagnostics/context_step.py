@@ -12,7 +12,6 @@ steps and the action dimensions, in units of the policy's standard deviation.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -22,20 +21,20 @@ from torch.func import vmap
 from harness.checkpoints import MODEL, TRAIN
 from harness.functional import inner_loop
 from harness.plugins import registry
-from harness.store import DB_NAME
+from harness.store import Store
 from plugins.rl.policy_gradient import split, support_of
 from plugins.rl.trainer import batched
 
 
 def stored_config(run_dir: Path) -> dict:
     """The run's config with its suite and learner, from the store beside it."""
-    db = sqlite3.connect(run_dir.parent / DB_NAME)
+    store = Store(run_dir.parent)
     try:
-        suite, learner, profile, seed, config = db.execute(
-            "SELECT suite, learner, profile, seed, config FROM runs WHERE run_id = ?", (run_dir.name,)).fetchone()
+        run = store.runs(status=None).set_index("run_id").loc[run_dir.name]
     finally:
-        db.close()
-    return {**json.loads(config), "suite": suite, "learner": learner, "profile": profile, "seed": seed}
+        store.close()
+    return {**json.loads(run.config), "suite": run.suite, "learner": run.learner, "profile": run.profile,
+            "seed": int(run.seed)}
 
 
 def context_step(run_dir: Path, n_tasks: int) -> None:
