@@ -67,8 +67,7 @@ def context_step(run_dir: Path, n_tasks: int) -> None:
     print(f"{run_dir.name} ({source}); {n_tasks} tasks x {config['trajectories']} paths, inner_lr "
           f"{config['inner_lr']}, adapting {', '.join(names)}; mean return of the shared policy's paths "
           f"{returns.mean():.1f}")
-    dz = {k: (adapted[k] - shared[k]).flatten(1) for k in names}
-    step = torch.cat(list(dz.values()), dim=1)
+    step = torch.cat([(adapted[k] - shared[k]).flatten(1) for k in names], dim=1)
     for t in range(n_tasks):
         print(f"  task {tasks[t].tolist()}: |step| {step[t].norm():.2g}, mean action moved {rms[t]:.2g} std")
     print(f"mean |step| {step.norm(dim=1).mean():.2g}; mean action moved {rms.mean():.2g} std (median "
