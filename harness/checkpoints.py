@@ -5,35 +5,22 @@ Everything is written atomically (temporary file, then rename) and read with `we
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.files import write_atomic, write_text
+
 TRAIN = "train-checkpoint.pt"
 MODEL = "model.pt"
 CONFIG = "config.json"
 
 
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_tensors(path: Path, obj: Mapping[str, Any]) -> None:
-    _atomic(path, lambda f: torch.save(dict(obj), f))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda f: torch.save(dict(obj), f))
 
 
 def load_tensors(path: Path) -> dict[str, Any] | None:
@@ -43,5 +30,6 @@ def load_tensors(path: Path) -> dict[str, Any] | None:
 
 def save_model(run_dir: Path, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> None:
     """The trained model: `model.pt` (state_dict) and `config.json`, loadable without the harness."""
-    _atomic(run_dir / CONFIG, lambda f: f.write(json.dumps(dict(config), indent=2, sort_keys=True).encode()))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / CONFIG, json.dumps(dict(config), indent=2, sort_keys=True))
     save_tensors(run_dir / MODEL, state)

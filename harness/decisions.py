@@ -13,12 +13,11 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from harness.data import cache_dir
+from harness.files import write_text
 
 FILE = "decisions.json"
 
@@ -37,7 +36,7 @@ def remembered(key: str, decide: Callable[[], str]) -> str:
             known = json.loads(path.read_text()) if path.exists() else {}
             if key not in known:
                 known[key] = decide()
-                _write(path, json.dumps(known, indent=1, sort_keys=True))
+                write_text(path, json.dumps(known, indent=1, sort_keys=True))
             return known[key]
     except (OSError, json.JSONDecodeError):
         return decide()
@@ -51,14 +50,3 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.func import vmap
 
 from harness import checkpoints
+from harness.files import write_atomic
 from harness.plugins import Registry
 from harness.protocols import Learner, Suite, TaskBatch
 from harness.stats import summarize
@@ -59,8 +60,7 @@ def save(fig: Figure, directory: Path, name: str) -> Path:
     """Write `fig` as `directory/<name>.png` and return the path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.png"
-    fig.savefig(path, dpi=DPI)
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, dpi=DPI, format="png"))
 
 
 def curves(store: Store, suite: str, metric: str, profile: str | None = None, lower_is_better: bool = True,

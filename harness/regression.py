@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.errors import UsageError
+from harness.files import write_text
 
 COLUMNS = ["learner", "metric", "shots", "step", "task", "value"]
 """The columns of a reference file, in order."""
@@ -190,12 +190,8 @@ def write_reference(path: Path, frame: pd.DataFrame) -> None:
 
 
 def _atomic_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_csv(tmp, index=False, columns=columns, lineterminator="\n", float_format=f"%.{SIGNIFICANT_DIGITS}g")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = frame.to_csv(index=False, columns=columns, lineterminator="\n", float_format=f"%.{SIGNIFICANT_DIGITS}g")
+    write_text(path, text)
 
 
 def one_sided_p(worsening: np.ndarray) -> tuple[float, float]:

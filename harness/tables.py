@@ -24,6 +24,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness import runner
+from harness.files import write_text
 from harness.stats import Summary, describe, fmt, summarize_seeds
 from harness.store import Store
 from harness.sweeps import unit_state
@@ -478,8 +479,8 @@ def write(spec: TableSpec, store: Store, directory: Path, profile: str | None = 
     frame = build(spec, store, profile, strays)
     directory.mkdir(parents=True, exist_ok=True)
     csv, md = directory / f"{spec.name}.csv", directory / f"{spec.name}.md"
-    frame.to_csv(csv, index=False, float_format="%.6g")
-    md.write_text(markdown(spec, frame))
+    write_text(csv, frame.to_csv(index=False, float_format="%.6g"))
+    write_text(md, markdown(spec, frame))
     return csv, md
 
 
