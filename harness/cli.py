@@ -4,10 +4,13 @@ Bad input: one line on stderr naming the problem and the fix, exit status 2."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,12 +18,14 @@ from tabulate import tabulate
 
 from harness import executors, runner, tables
 from harness.config import parse_assignments
-from harness.errors import UsageError
+from harness.errors import Stopped, UsageError, raise_stopped
 from harness.plugins import Registry, registry
 from harness.store import DB_NAME, Store, SweepUnit
 
-DEFAULT_OUT = Path("runs")
-DEFAULT_RESULTS = Path("results") / "tables"
+MAX_SEED = 2**63 - 1  # the largest integer the results store (SQLite INTEGER) holds
+DEFAULT_OUT = Path("runs")  # where `run`, `status` and `check` keep their store by default
+DEFAULT_STORE = Path("results") / "store"  # the committed store: every committed table cell comes from it
+DEFAULT_TABLES = Path("results") / "tables"  # the committed tables, written from DEFAULT_STORE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,9 +47,40 @@ def _seeds(text: str) -> list[int]:
         seeds = [int(s) for s in text.split(",")]
     except ValueError:
         raise UsageError(f"--seeds {text!r} is not a comma-separated list of integers, e.g. --seeds 0,1,2") from None
-    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds {text!r}: seeds must be distinct non-negative integers")
+    if any(s < 0 or s > MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: seeds must be distinct non-negative integers up to 2**63 - 1")
     return seeds
+
+
+def _path(text: str) -> Path:
+    """A path argument; an empty one (which would mean the current directory) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a directory, e.g. runs")
+    return Path(text)
+
+
+def _count(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `low`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}; give an integer of at least {low}")
+        return value
+    return parse
+
+
+def _check_writable_dir(path: Path, flag: str) -> None:
+    """A UsageError unless `path` is a writable directory or can be made one; creates nothing."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a directory; give a directory")
+    existing = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path} cannot be created ({existing} is a file); give a writable directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path} is not writable ({existing} is not); give a writable directory")
 
 
 def _writable_dir(path: Path, flag: str) -> Path:
@@ -66,6 +102,8 @@ def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int
     specs = [runner.RunSpec(args.suite, learner, args.profile, seed, args.device, parse_assignments(args.set), setting)
              for setting in settings for learner in _names(args.learners, "learners") for seed in _seeds(args.seeds)]
     prepared = runner.plan(specs, reg)
+    if not args.allow_dirty:
+        _refuse_dirty_paper_runs(prepared)
     if args.resume_from is not None:
         if len(prepared) != 1:
             raise UsageError(f"--resume-from continues one run, this command has {len(prepared)}; "
@@ -83,13 +121,24 @@ def cmd_run(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int
     sweep = executors.Sweep(prepared, out, command, args.rerun)
     outcomes = executors.execute(sweep, executor, jobs, args.address, runner.tqdm_progress(not args.quiet))
     failed = {o.run_id for o in outcomes if o.status == "failed"}
-    print(summary(store, [run.run_id for run in prepared if run.run_id not in failed]))
+    print(summary(store, [run.run_id for run in prepared if run.run_id not in failed], reg))
     store.close()
     return 1 if failed else 0
 
 
-def summary(store: Store, run_ids: list[str]) -> str:
-    """Mean ± 95% interval per learner, shots and step for the given runs (steps 0, 1, 5, 10 and the last)."""
+def _refuse_dirty_paper_runs(prepared: Sequence[runner.PreparedRun]) -> None:
+    """A UsageError when a paper-profile run would start from a working tree with uncommitted changes (outside
+    results/): its numbers would come from code nobody can recover."""
+    commit = runner.git_commit()
+    if commit and commit.endswith("-dirty") and any(run.spec.profile == "paper" for run in prepared):
+        raise UsageError(f"the working tree of {commit.removesuffix('-dirty')[:12]} has uncommitted changes outside "
+                         "results/, and a paper-profile result must come from committed code; commit them first, or "
+                         "pass --allow-dirty (recorded with the run, its table cells marked)")
+
+
+def summary(store: Store, run_ids: list[str], reg: Registry) -> str:
+    """Mean ± 95% interval per learner, shots and step for the given runs (steps 0, 1, 5, 10 and the last), a
+    diverged task counting as the worst value of its suite's metric."""
     from harness.stats import summarize
 
     scores = store.scores(run_ids)
@@ -99,7 +148,8 @@ def summary(store: Store, run_ids: list[str]) -> str:
         cells = {}
         for step, s in group.groupby("step"):
             if step in (0, 1, 5, 10, group.step.max()):
-                cells[f"{step} steps"] = summarize(s.value.to_numpy()).describe()
+                lower_is_better = reg.suite(runs.suite[run_id]).lower_is_better
+                cells[f"{step} steps"] = summarize(s.value.to_numpy(), lower_is_better).describe()
         rows.append({"learner": runs.learner[run_id], "seed": runs.seed[run_id], "shots": shots, "metric": metric,
                      **cells})
     return tabulate(rows, headers="keys", tablefmt="github")
@@ -111,30 +161,64 @@ def _require_store(out: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
+    """Write the tables, then the figures, of the store in --out. The defaults pair the committed store with the
+    committed tables and figures (results/store -> results/tables, results/figures); another store's go beside it
+    (<out>/tables, <out>/figures). Every table is built before any is written, and none is written when one would
+    replace a cell that has a value with "not run" (unless --allow-drop)."""
     if args.profile is not None and args.profile not in runner.PROFILES:
         raise UsageError(f"unknown profile {args.profile!r}; choose one of {', '.join(runner.PROFILES)}")
     _require_store(args.out)
     names = _names(args.tables, "tables") if args.tables else sorted(reg.tables)
     specs = [reg.tables[n].obj if n in reg.tables else _unknown_table(n, reg) for n in names]
-    directory = _writable_dir(args.results, "--results")
+    results = args.results or (DEFAULT_TABLES if args.out == DEFAULT_STORE else args.out / "tables")
+    figures = args.figures or results.parent / "figures"
+    _check_writable_dir(results, "--results")
+    _check_writable_dir(figures, "--figures")
     store = Store(args.out)
     strays = [tables.Checkpoint(made[0].suite, made[0].learner, made[0].profile, json.dumps(made[1]), progress)
               for _, made, progress in _strays(store, reg, args.out) if made is not None]
-    for spec in specs:
-        csv, md = tables.write(spec, store, directory, args.profile, strays)
+    frames = [(spec, tables.build(spec, store, reg.suite(spec.suite).lower_is_better, args.profile, strays))
+              for spec in specs]
+    if not args.allow_drop:
+        _refuse_drops(frames, results, args.out)
+    for spec, frame in frames:
+        with _writing(tables.paths(spec, results)[0], "--results"):
+            csv, md = tables.write(spec, frame, results)
         print(md.read_text())
         print(f"wrote {csv} and {md}", file=sys.stderr)
-    _write_figures(args, reg, store)
+    _write_figures(args, reg, store, figures)
     store.close()
     return 0
 
 
-def _write_figures(args: argparse.Namespace, reg: Registry, store: Store) -> None:
-    """Draw every installed figure into --figures (default: `figures` beside --results); one line on stderr per
-    figure, written or not."""
-    directory = _writable_dir(args.figures or args.results.parent / "figures", "--figures")
+def _refuse_drops(frames: Sequence[tuple[tables.TableSpec, Any]], results: Path, out: Path) -> None:
+    """A UsageError naming the cells that writing `frames` into `results` would replace with "not run"."""
+    drops = [(spec, cells) for spec, frame in frames
+             if (cells := tables.dropped(frame, tables.paths(spec, results)[0]))]
+    if drops:
+        count = sum(len(cells) for _, cells in drops)
+        (spec, cells), *_ = drops
+        raise UsageError(f"report would replace {count} cell(s) that have values with \"not run\" in "
+                         f"{', '.join(spec.name for spec, _ in drops)} under {results} (e.g. {spec.name}: "
+                         f"{cells[0]}): the store {out} has no finished run for them; pass the store that has them "
+                         "with --out, write elsewhere with --results, or drop them with --allow-drop")
+
+
+@contextlib.contextmanager
+def _writing(path: Path, flag: str) -> Iterator[None]:
+    """An OSError (full disk, permissions) in the block becomes a UsageError that names `path`."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"could not write {path} ({exc.strerror or exc}); free some space or give a writable "
+                         f"{flag}") from None
+
+
+def _write_figures(args: argparse.Namespace, reg: Registry, store: Store, directory: Path) -> None:
+    """Draw every installed figure into `directory`; one line on stderr per figure, written or not."""
     for name, provided in sorted(reg.figures.items()):
-        path = provided.obj.make(store, args.out, reg, directory, args.profile)
+        with _writing(directory / f"{name}.png", "--figures"):
+            path = provided.obj.make(store, args.out, reg, directory, args.profile)
         done = f"wrote {path}" if path else f"{name}: no runs of {provided.obj.suite} it can draw; not written"
         print(done, file=sys.stderr)
 
@@ -202,9 +286,10 @@ def _json_or_text(value: str) -> object:
 
 
 def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> int:
-    """Run the learners (seed 0, CPU) and compare their per-task scores with the reference, or record them there
-    with --update (and with --spread-seeds N the spread of seeds 0..N-1). Exit 1 when a cell is significantly and
-    practically worse, or a run failed."""
+    """Run the learners (seed 0, CPU, the profile with any --set overrides) and compare their per-task scores with
+    the reference of that config, in the suite's metric direction, or record them there with --update (and with
+    --spread-seeds N the spread of seeds 0..N-1). Exit 1 when a cell is significantly and practically worse, or a
+    run failed."""
     import pandas as pd
 
     from harness import regression
@@ -218,10 +303,11 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
         raise UsageError(f"--spread-seeds records a reference's seed spread: use it with --update and at least "
                          f"{regression.MIN_SEEDS} seeds")
     seeds = range(args.spread_seeds or 1)
-    prepared = runner.plan([runner.RunSpec(args.suite, learner, args.profile, seed)
+    overrides = parse_assignments(args.set)
+    prepared = runner.plan([runner.RunSpec(args.suite, learner, args.profile, seed, overrides=overrides)
                             for seed in seeds for learner in learners], reg)
-    path = regression.reference_path(args.reference, args.suite, args.profile)
-    spread_path = regression.seeds_path(args.reference, args.suite, args.profile)
+    path = regression.reference_path(args.reference, args.suite, args.profile, overrides)
+    spread_path = regression.seeds_path(args.reference, args.suite, args.profile, overrides)
     if args.update:
         _writable_dir(args.reference, "--reference")
     reference = regression.load_reference(path, missing_ok=args.update)
@@ -237,14 +323,16 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
     store.close()
     scores = scores.assign(learner=scores.run_id.map(lambda r: unit[r][0]),
                            seed=scores.run_id.map(lambda r: unit[r][1]))
-    new = regression.reduce(scores[scores.seed == 0])
+    lower_is_better = suite.lower_is_better
+    new = regression.reduce(scores[scores.seed == 0], lower_is_better)
     if args.update:
         if failed:
             print(f"check failed: run failed: {', '.join(failed)}; reference not written", file=sys.stderr)
             return 1
         regression.write_reference(path, regression.replace_learners(reference, new))
         if args.spread_seeds is not None:
-            reduced = pd.concat([regression.reduce(g).assign(seed=seed) for seed, g in scores.groupby("seed")])
+            reduced = pd.concat([regression.reduce(g, lower_is_better).assign(seed=seed)
+                                 for seed, g in scores.groupby("seed")])
             regression.write_seeds(spread_path, regression.replace_learners(spread, regression.seed_centres(reduced)))
         elif not spread.empty:  # the recorded spread belonged to the replaced seed-0 runs' code: drop it
             regression.write_seeds(spread_path, spread[~spread.learner.isin(learners)])
@@ -252,7 +340,7 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
               + (f" and the spread of seeds 0-{args.spread_seeds - 1} to {spread_path}" if args.spread_seeds else ""),
               file=sys.stderr)
         return 0
-    result = regression.compare(reference, new, seeds=spread)
+    result = regression.compare(reference, new, lower_is_better, seeds=spread)
     shown = result.astype(object).where(result.notna(), None)
     print(tabulate(shown, headers=["learner", "metric", "shots", "step", "tasks", "reference mean", "new mean",
                                    "mean difference", "p (Bonferroni)", "seeds low", "seeds high", "verdict"],
@@ -345,7 +433,7 @@ def parser() -> argparse.ArgumentParser:
                           "the suite's first)")
     run.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     run.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
-    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
+    run.add_argument("--out", type=_path, default=DEFAULT_OUT, help="output directory with the results store")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     run.add_argument("--rerun", action="store_true",
                      help="compute runs again from scratch, finished or interrupted, replacing their scores (a run is "
@@ -358,41 +446,55 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=None, help="run up to N units at once in a local process pool")
     run.add_argument("--address", default=None,
                      help="with --executor ray: the address of a running Ray cluster (default: start a local one)")
+    run.add_argument("--allow-dirty", action="store_true",
+                     help="start paper-profile runs from a working tree with uncommitted changes (refused without "
+                          "it; the run records its commit as <sha>-dirty and its table cells are marked)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(fn=cmd_run)
     status = sub.add_parser("status", help="the units of the latest sweep: done, running, interrupted, failed, "
                                            "pending; and checkpoints the store has no record of")
-    status.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
+    status.add_argument("--out", type=_path, default=DEFAULT_OUT, help="output directory with the results store")
     status.add_argument("--all", action="store_true", help="every sweep recorded in the store, oldest first")
     status.set_defaults(fn=cmd_status)
     report = sub.add_parser("report", help="write the tables (CSV + Markdown) and figures (PNG) from the results store")
-    report.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
-    report.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where tables are written")
-    report.add_argument("--figures", type=Path, default=None,
-                        help="where figures (PNG) are written (default: figures/ beside --results: results/figures)")
+    report.add_argument("--out", type=_path, default=DEFAULT_STORE,
+                        help=f"output directory with the results store (default: the committed one, {DEFAULT_STORE})")
+    report.add_argument("--results", type=_path, default=None,
+                        help=f"where tables are written (default: {DEFAULT_TABLES} for the committed store, else "
+                             "tables/ inside --out)")
+    report.add_argument("--figures", type=_path, default=None,
+                        help="where figures (PNG) are written (default: figures/ beside --results)")
+    report.add_argument("--allow-drop", action="store_true",
+                        help="write tables even where a cell that has a value in the table already there would "
+                             "become \"not run\" (without it, report refuses and names the cells)")
     report.add_argument("--tables", default="", help="comma-separated table names (default: all)")
     report.add_argument("--profile", default=None, help="report only runs of this profile (default: the most thorough)")
     report.set_defaults(fn=cmd_report)
     tasks = sub.add_parser("tasks", help="the worst test tasks of a finished run, with their task parameters")
     tasks.add_argument("--suite", required=True, help="a suite name (see `list`)")
     tasks.add_argument("--learner", required=True, help="one learner name, e.g. maml")
-    tasks.add_argument("--shots", type=int, required=True,
+    tasks.add_argument("--shots", type=_count(1), required=True,
                        help="the scores at this many shots (K; on RL suites, the paths per adaptation step)")
-    tasks.add_argument("--step", type=int, required=True,
+    tasks.add_argument("--step", type=_count(0), required=True,
                        help="rank the tasks by their score after this many adaptation steps")
-    tasks.add_argument("--worst", type=int, default=10, help="how many tasks to show (default: 10)")
+    tasks.add_argument("--worst", type=_count(1), default=10, help="how many tasks to show (default: 10)")
     tasks.add_argument("--profile", default=None, help="the profile's runs (default: the most thorough)")
     tasks.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                        help="only runs whose config has this value, e.g. --where ways=20 --where model=conv")
-    tasks.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
+    tasks.add_argument("--out", type=_path, default=DEFAULT_STORE,
+                       help=f"output directory with the results store (default: the committed one, {DEFAULT_STORE})")
     tasks.set_defaults(fn=cmd_tasks)
     check = sub.add_parser("check", help="regression check: rerun learners, compare per-task scores with a reference")
     check.add_argument("--suite", required=True, help="a suite name (see `list`)")
     check.add_argument("--learners", default=None, help="comma-separated learner names (default: all that apply)")
     check.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    check.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory with the results store")
-    check.add_argument("--reference", type=Path, default=Path("results") / "reference",
-                       help="directory of the reference files, <suite>-<profile>.csv (default: results/reference)")
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key of the profile (e.g. to fit CI); the overrides, sorted by key, "
+                            "name the reference file: <suite>-<profile>-KEY=VALUE[-KEY=VALUE...].csv")
+    check.add_argument("--out", type=_path, default=DEFAULT_OUT, help="output directory with the results store")
+    check.add_argument("--reference", type=_path, default=Path("results") / "reference",
+                       help="directory of the reference files, <suite>-<profile>[-KEY=VALUE...].csv (default: "
+                            "results/reference)")
     check.add_argument("--update", action="store_true", help="record the scores as the reference instead of comparing")
     check.add_argument("--spread-seeds", type=int, default=None, metavar="N",
                        help="with --update, also run seeds 1..N-1 and record the spread of each cell over seeds "
@@ -404,9 +506,9 @@ def parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="action", required=True, parser_class=_Parser)
     prepare = data_sub.add_parser("prepare", help="extract and verify a dataset's archives into the cache")
     prepare.add_argument("name", help="a dataset name, e.g. omniglot")
-    prepare.add_argument("--data-dir", type=Path, default=None, help="where the raw archives are (default: "
+    prepare.add_argument("--data-dir", type=_path, default=None, help="where the raw archives are (default: "
                          "$HARNESS_DATA, else <cache>/data)")
-    prepare.add_argument("--cache", type=Path, default=None, help="writable cache (default: $HARNESS_CACHE, else "
+    prepare.add_argument("--cache", type=_path, default=None, help="writable cache (default: $HARNESS_CACHE, else "
                          "~/.cache/maml-harness)")
     prepare.add_argument("--download", action="store_true",
                          help="first fetch the official archives into the data directory (checks their md5)")
@@ -417,13 +519,32 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: 0 done, 1 a run failed or a check found a regression, 2 bad input (one line on stderr),
+    128 + N stopped by signal N (SIGINT, SIGTERM: the running unit checkpoints first where it can)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser().parse_args(argv)
-        return args.fn(args, registry(), argv)
+        with _stop_on_sigterm():
+            args = parser().parse_args(argv)
+            return args.fn(args, registry(), argv)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(f"interrupted ({signal.Signals(signum).name}); rerun the same command to resume from the last "
+              "checkpoint", file=sys.stderr)
+        return 128 + signum
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises `Stopped` as Ctrl-C raises KeyboardInterrupt (only in the main thread, which alone may set
+    handlers): cleanups run and a run stays resumable, instead of the process dying on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

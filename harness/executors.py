@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import runner
-from harness.errors import UsageError
+from harness.errors import Stopped, UsageError, raise_stopped
 from harness.machine import cpu_count
 from harness.plugins import registry
 from harness.protocols import Progress
@@ -54,7 +55,9 @@ def run_unit(prepared: runner.PreparedRun, out: Path, command: str, progress: Pr
 
 
 def run_spec(spec: RunSpec, out: Path, command: str, rerun: bool) -> Outcome:
-    """`run_unit` in a worker process: plans `spec` against the plugins installed there, no progress bars."""
+    """`run_unit` in a worker process: plans `spec` against the plugins installed there, no progress bars; SIGTERM
+    stops it as Ctrl-C does (at the end of a training iteration, with its checkpoint)."""
+    signal.signal(signal.SIGTERM, raise_stopped)
     return run_unit(runner.prepare(spec, registry()), out, command, runner.tqdm_progress(False), rerun)
 
 
@@ -102,7 +105,10 @@ def process_pool(sweep: Sweep, jobs: int, progress: Progress, report: Report) ->
                     report(future.result())
                     tick()
                     running |= submit(pool, 1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Stopped):  # a scheduler's SIGTERM reaches this process only: pass it on
+                for worker in multiprocessing.active_children():
+                    os.kill(worker.pid, exc.signum)
             concurrent.futures.wait(running)  # the running units stop at their checkpoints
             raise
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.func import vmap
 
 from harness import checkpoints
+from harness.errors import UsageError
 from harness.files import write_atomic
 from harness.plugins import Registry
 from harness.protocols import Learner, Suite, TaskBatch
@@ -63,7 +64,7 @@ def save(fig: Figure, directory: Path, name: str) -> Path:
     return write_atomic(path, lambda f: fig.savefig(f, dpi=DPI, format="png"))
 
 
-def curves(store: Store, suite: str, metric: str, profile: str | None = None, lower_is_better: bool = True,
+def curves(store: Store, suite: str, metric: str, lower_is_better: bool, profile: str | None = None,
            where: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Per learner, shots and step of `suite`'s chosen runs (with the config values `where`): `metric` summarised
     over test tasks (seeds pooled per task; a diverged (NaN) score counts as the worst value, so the mean of a cell
@@ -108,7 +109,6 @@ class CurvesFigure:
     suite: str
     metric: str
     log_y: bool = True
-    lower_is_better: bool = True
     reference: Mapping[str, Sequence[float]] = field(default_factory=dict)
     """Published curves to draw dashed beside ours: learner name -> mean at steps 0, 1, ... (NaN where absent)."""
     reference_label: str = "published"
@@ -116,23 +116,24 @@ class CurvesFigure:
 
     def make(self, store: Store, runs_dir: Path, registry: Registry, directory: Path,
              profile: str | None) -> Path | None:
-        frame = curves(store, self.suite, self.metric, profile, self.lower_is_better, self.where)
-        return None if frame.empty else save(self.draw(frame), directory, self.name)
+        lower_is_better = registry.suite(self.suite).lower_is_better
+        frame = curves(store, self.suite, self.metric, lower_is_better, profile, self.where)
+        return None if frame.empty else save(self.draw(frame, lower_is_better), directory, self.name)
 
-    def _floor(self, frame: pd.DataFrame) -> float:
+    def _floor(self, frame: pd.DataFrame, lower_is_better: bool) -> float:
         """The bottom of a linear axis of a higher-is-better metric: a quarter below the worst value before
         adaptation (ours or the reference), so that a learner that collapses after a step does not flatten the
         other curves; -inf otherwise."""
         before = [*frame["mean"][(frame.step == 0) & np.isfinite(frame["mean"])],
                   *(values[0] for values in self.reference.values() if np.isfinite(values[0]))]
-        worst = -np.inf if self.lower_is_better else min(before, default=-np.inf)
+        worst = -np.inf if lower_is_better else min(before, default=-np.inf)
         return worst - 0.25 * abs(worst) if np.isfinite(worst) else -np.inf
 
-    def draw(self, frame: pd.DataFrame) -> Figure:
-        """The figure of `frame` (rows as `curves` gives them)."""
+    def draw(self, frame: pd.DataFrame, lower_is_better: bool) -> Figure:
+        """The figure of `frame` (rows as `curves` gives them) of a metric better when lower by `lower_is_better`."""
         shots = sorted(frame.shots.unique())
         learners = sorted(set(frame.learner) | set(self.reference))
-        floor = -np.inf if self.log_y else self._floor(frame)
+        floor = -np.inf if self.log_y else self._floor(frame, lower_is_better)
         fig = new_figure(3.5 + 3.6 * len(shots), 4.2)
         axes = fig.subplots(1, len(shots), sharey=True, squeeze=False)[0]
         for ax, k in zip(axes, shots):
@@ -202,22 +203,32 @@ class Trained:
     run: pd.Series  # the run's row of `Store.runs()`
 
     @classmethod
-    def load(cls, run: pd.Series, registry: Registry, runs_dir: Path) -> Trained | None:
+    def load(cls, run: pd.Series, registry: Registry, runs_dir: Path) -> Trained | str | None:
         """`run` (a row of `Store.runs()`) with its state from `runs_dir/<run_id>/model.pt` on the CPU; None when that
-        file is missing. The run's suite and learner must be installed (else a UsageError)."""
+        file is missing, "unreadable model: <path>" when it cannot be read (`checkpoints.load_tensors`), for the
+        figure to show in its place. The run's suite and learner must be installed (else a UsageError)."""
         path = runs_dir / run.run_id / checkpoints.MODEL
-        if not path.exists():
+        try:
+            state = checkpoints.load_tensors(path)
+        except UsageError:
+            return f"unreadable model: {path}"
+        if state is None:
             return None
         config = json.loads(run.config)
-        state = torch.load(path, weights_only=True, map_location="cpu")
         return cls(registry.suite(run.suite)(config), registry.learner(run.learner)(config), state, run)
 
     def predict(self, tasks: TaskBatch, steps: Sequence[int]) -> dict[int, Tensor]:
         """The outputs on `tasks.query_x` of the model adapted to each task's support set, after each of `steps`
-        gradient steps: {step: tensor with a leading task dimension}."""
+        gradient steps: {step: tensor with a leading task dimension}. Computed with the run's own `threads` (intra-op
+        threads change the rounding), so that a figure is the same bytes whoever draws it."""
         out = {}
-        for step, adapted in enumerate(self.learner.adapt(self.suite, self.state, tasks, max(steps))):
-            if step in steps:
-                with torch.no_grad():
-                    out[step] = vmap(adapted.forward)(adapted.params, tasks.query_x)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(json.loads(self.run.config).get("threads", 1))
+        try:
+            for step, adapted in enumerate(self.learner.adapt(self.suite, self.state, tasks, max(steps))):
+                if step in steps:
+                    with torch.no_grad():
+                        out[step] = vmap(adapted.forward)(adapted.params, tasks.query_x)
+        finally:
+            torch.set_num_threads(threads)
         return out

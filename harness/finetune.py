@@ -56,7 +56,7 @@ def tune_step_sizes(
             for k in shots}
 
 
-def best_step_sizes(scores: Mapping[int, Mapping[float, float]], lower_is_better: bool = True) -> Tensor:
+def best_step_sizes(scores: Mapping[int, Mapping[float, float]], lower_is_better: bool) -> Tensor:
     """[[shots, step size], ...] of the best validation score per shot count: a plain tensor for a state_dict."""
     best = min if lower_is_better else max
     return torch.tensor([[k, best(by_lr, key=by_lr.get)] for k, by_lr in scores.items()], dtype=torch.float64)

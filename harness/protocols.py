@@ -105,9 +105,9 @@ class Suite(Protocol):
     """A task distribution with its model, loss and test protocol.
 
     `profiles` maps "smoke" | "quick" | "paper" to the hyperparameters of that profile (training and evaluation);
-    every key there may be overridden with `--set key=value`. An RL suite (kind "rl") has no fixed examples: instead
-    of `sample` and `score` it brings `trainer` and an evaluator that rolls out the adapted policies
-    (`plugins.rl`), and its tasks' support comes from `TaskBatch.renew`.
+    every key there may be overridden with `--set key=value`, within its declaration (`keys`). An RL suite (kind
+    "rl") has no fixed examples: instead of `sample` and `score` it brings `trainer` and an evaluator that rolls out
+    the adapted policies (`plugins.rl`), and its tasks' support comes from `TaskBatch.renew`.
     """
 
     name: ClassVar[str]
@@ -119,6 +119,10 @@ class Suite(Protocol):
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
     # optional: `settings: ClassVar[Mapping[str, Mapping[str, Any]]]`, named variants of the problem (e.g. 5-way
     # 1-shot), each a config layer applied before the profile; the first is the default
+    # `keys: ClassVar[Mapping[str, harness.config.Key]]`: the declaration (type, range, allowed values, None or not)
+    # of every key of `profiles` and `settings` that `harness.config.CORE_KEYS` does not declare; the runner checks
+    # defaults and `--set` values against it at plan time. A key declared twice (by the core, a suite or a learner)
+    # must be declared alike; an undeclared one is a plugin bug (checked by its default's type alone)
 
     def __init__(self, config: Mapping[str, Any]) -> None: ...
 
@@ -161,7 +165,8 @@ class Learner(Protocol):
     name: ClassVar[str]
     description: ClassVar[str]
     defaults: ClassVar[Mapping[str, Any]]  # the learner's own config keys and their default values
-    # optional: `profile_defaults: ClassVar[Mapping[str, Mapping[str, Any]]]`, per-profile values of those keys
+    # optional: `profile_defaults: ClassVar[Mapping[str, Mapping[str, Any]]]`, per-profile values of those keys;
+    # `keys: ClassVar[Mapping[str, harness.config.Key]]`, the declaration of each of those keys, as `Suite.keys`
 
     def __init__(self, config: Mapping[str, Any]) -> None: ...
 

@@ -1,17 +1,18 @@
 """Statistical regression check: a learner's per-task scores against committed reference scores.
 
-The reference of a suite and profile is a small long-form CSV, `<suite>-<profile>.csv`, with columns `COLUMNS`: the
+The reference of a suite and profile is a small long-form CSV, `<suite>-<profile>.csv` (with `-KEY=VALUE` per config
+override before `.csv` where overrides shrink a profile to fit CI: `reference_stem`), with columns `COLUMNS`: the
 scores at steps `REFERENCE_STEPS` and each learner's last step, to `SIGNIFICANT_DIGITS` significant digits. A task
-whose adapted model diverged (NaN or infinite score) is stored as its worst value (`inf` for an error). New scores
-go through the same reduction before they are compared, so an unchanged deterministic run differs from its
-reference by exactly zero on every task.
+whose adapted model diverged (NaN or infinite score) is stored as its worst value: `inf` for an error, `-inf` for a
+metric where higher is better (accuracy, return). New scores go through the same reduction before they are compared,
+so an unchanged deterministic run differs from its reference by exactly zero on every task.
 
 A cell (learner, metric, shots, step) is "worse" when all of these hold: the one-sided Wilcoxon signed-rank test of
 the paired per-task differences (same test task index) gives a p-value below `ALPHA` after a Bonferroni correction
 over the cells compared; the mean (the median where a task diverged) is worse by more than `RELATIVE_TOLERANCE`; and,
 where the reference records the spread over seeds (`<suite>-<profile>-seeds.csv`, columns `SEED_COLUMNS`: each
-seed's cell centre), the new centre lies beyond the upper bound of a one-sided prediction interval for one more
-seed's centre (`seed_bound`). Another CPU's float rounding changes a training run as much as another seed does (seen:
+seed's cell centre), the new centre lies beyond the worse end of a prediction interval for one more seed's centre
+(`seed_interval`). Another CPU's float rounding changes a training run as much as another seed does (seen:
 first-order MAML's quick sinusoid scores 8% apart on two x86 hosts with the same wheels), so a single run can only be
 held to the seed spread. "better" is the mirror image; anything else is "same". All functions here are pure.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import io
 import math
+import string
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +69,30 @@ Bonferroni-adjusted: compare it with `ALPHA`. `seed_low`, `seed_high`: the predi
 centre (NaN without a seed spread of at least `MIN_SEEDS` seeds)."""
 
 
-def reference_path(directory: Path, suite: str, profile: str) -> Path:
-    """Where the reference of `suite` at `profile` lives under `directory`."""
-    return Path(directory) / f"{suite}-{profile}.csv"
+NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._,+-")
+"""What a config override's key and value may hold, so that they can name a reference file on any file system."""
 
 
-def seeds_path(directory: Path, suite: str, profile: str) -> Path:
-    """Where the seed spread of `suite` at `profile` lives under `directory`."""
-    return Path(directory) / f"{suite}-{profile}-seeds.csv"
+def reference_stem(suite: str, profile: str, overrides: Mapping[str, str] | None = None) -> str:
+    """`<suite>-<profile>`, then `-KEY=VALUE` per config override (raw, as given to --set), sorted by key: the
+    name of a reference's files, so that a reference is only ever compared with runs of the same config. A key or
+    value with a character outside `NAME_CHARACTERS`, or an empty value, is a UsageError."""
+    items = sorted((overrides or {}).items())
+    for key, value in items:
+        if not value or not set(key + value) <= NAME_CHARACTERS:
+            raise UsageError(f"--set {key}={value}: a check's overrides name its reference file; use a non-empty "
+                             "value of letters, digits and . , + - _ only")
+    return "-".join([suite, profile, *(f"{key}={value}" for key, value in items)])
+
+
+def reference_path(directory: Path, suite: str, profile: str, overrides: Mapping[str, str] | None = None) -> Path:
+    """Where the reference of `suite` at `profile` with config `overrides` lives under `directory`."""
+    return Path(directory) / f"{reference_stem(suite, profile, overrides)}.csv"
+
+
+def seeds_path(directory: Path, suite: str, profile: str, overrides: Mapping[str, str] | None = None) -> Path:
+    """Where the seed spread of `suite` at `profile` with config `overrides` lives under `directory`."""
+    return Path(directory) / f"{reference_stem(suite, profile, overrides)}-seeds.csv"
 
 
 def centre(values: np.ndarray) -> float:
@@ -125,7 +144,7 @@ def _worst(lower_is_better: bool) -> float:
     return math.inf if lower_is_better else -math.inf
 
 
-def reduce(scores: pd.DataFrame, lower_is_better: bool = True) -> pd.DataFrame:
+def reduce(scores: pd.DataFrame, lower_is_better: bool) -> pd.DataFrame:
     """The reference form of long-form `scores` (at least the columns `COLUMNS`; others are dropped): steps
     `REFERENCE_STEPS` and each learner's last step, NaN as the worst value, rounded to `SIGNIFICANT_DIGITS`, sorted."""
     last = scores.groupby("learner").step.transform("max")
@@ -209,7 +228,7 @@ def one_sided_p(worsening: np.ndarray) -> tuple[float, float]:
             float(stats.wilcoxon(d, alternative="less").pvalue))
 
 
-def relative_worsening(reference: float, new: float, lower_is_better: bool = True) -> float:
+def relative_worsening(reference: float, new: float, lower_is_better: bool) -> float:
     """How much worse `new` is than `reference`, as a fraction of |reference| (negative: better); infinite where
     one side is infinite or the reference is zero, and 0 where they are equal (both infinite included)."""
     if new == reference:
@@ -220,7 +239,7 @@ def relative_worsening(reference: float, new: float, lower_is_better: bool = Tru
     return delta / abs(reference)
 
 
-def compare(reference: pd.DataFrame, new: pd.DataFrame, lower_is_better: bool = True, alpha: float = ALPHA,
+def compare(reference: pd.DataFrame, new: pd.DataFrame, lower_is_better: bool, alpha: float = ALPHA,
             tolerance: float = RELATIVE_TOLERANCE, seeds: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell of `new` (columns `RESULT_COLUMNS`, sorted), both frames in reference form, NaN counting as
     the worst value. The verdict is "worse", "better", "same", or "no reference" (a cell `reference` lacks: not

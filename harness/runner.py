@@ -30,8 +30,7 @@ from tqdm import tqdm
 
 from harness import checkpoints
 from harness import config as configuration
-from harness.errors import UsageError
-from harness.functional import VECTORIZE
+from harness.errors import STOP_SIGNALS, Stopped, UsageError
 from harness.plugins import Registry
 from harness.protocols import Learner, Progress, Suite
 from harness.seeding import derive_seed, generator
@@ -80,8 +79,8 @@ def prepare(spec: RunSpec, registry: Registry) -> PreparedRun:
 
 
 def configure(spec: RunSpec, registry: Registry) -> tuple[RunSpec, dict[str, Any]]:
-    """`spec` (its setting filled in) and its merged config, validated without instantiating a plugin; every problem
-    is a one-line UsageError."""
+    """`spec` (its setting filled in) and its merged config, every value checked against its key's declaration
+    (`harness.config.declarations`) without instantiating a plugin; every problem is a one-line UsageError."""
     suite_cls = registry.suite(spec.suite)
     learner_cls = registry.learner(spec.learner)
     if spec.profile not in suite_cls.profiles:
@@ -92,15 +91,14 @@ def configure(spec: RunSpec, registry: Registry) -> tuple[RunSpec, dict[str, Any
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     learner_profile = getattr(learner_cls, "profile_defaults", {}).get(spec.profile, {})
+    keys = configuration.declarations(suite_cls, learner_cls)
     config = configuration.merge(configuration.RUNTIME_DEFAULTS, setting_layer(suite_cls, spec),
                                  suite_cls.profiles[spec.profile], learner_cls.defaults, learner_profile,
-                                 overrides=spec.overrides)
-    configuration.validate_positive(config)
+                                 overrides=spec.overrides, keys=keys)
+    configuration.validate(config, keys)
     if config["compile"] and spec.device == "cpu" and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
         raise UsageError("compile=true needs a C compiler for torch.compile on the CPU; install gcc, "
                          "or add --set compile=false (eager: same numbers, several times slower)")
-    if config["vectorize"] not in VECTORIZE:
-        raise UsageError(f"vectorize={config['vectorize']!r}; choose one of {', '.join(VECTORIZE)}")
     if not learner_cls.applies_to(suite_cls):
         raise UsageError(f"learner {spec.learner} does not apply to suite {spec.suite}; "
                          "`python -m harness list` shows which learner applies to which suite")
@@ -186,7 +184,7 @@ class RunContext:
         self._continued_from: dict[str, Any] | None = None  # the other device's run whose checkpoint began this one
         self._segments: list[dict[str, Any]] = []  # the earlier processes' shares of training (`segments`)
         self._resumed_after: Any = None  # the iteration of the checkpoint this process resumed from
-        self._stop_requested = False  # Ctrl-C: checkpoint at the end of this iteration, then stop
+        self._stop_requested: int | None = None  # the signal (Ctrl-C, SIGTERM): checkpoint this iteration, stop
         self._position: dict[str, Any] | None = None  # the `PROGRESS` of the iteration under way
 
     def train_seconds(self) -> float:
@@ -207,9 +205,9 @@ class RunContext:
         return generator(*self._identity, stream, iteration)
 
     def iterations(self, start: int, total: int, desc: str = "meta-train") -> Iterator[int]:
-        """Iterations start..total-1 with a progress bar. A first Ctrl-C (SIGINT) lets the current iteration finish
-        and save its checkpoint (`checkpoint_due` says yes) and then stops with KeyboardInterrupt; a second one
-        stops at once."""
+        """Iterations start..total-1 with a progress bar. A first Ctrl-C (SIGINT) or SIGTERM lets the current
+        iteration finish and save its checkpoint (`checkpoint_due` says yes) and then stops with `Stopped` (a
+        KeyboardInterrupt); a second one stops at once."""
         self._bar = self._progress(total, desc, start)
         try:
             with self._stop_on_interrupt(desc):
@@ -217,8 +215,8 @@ class RunContext:
                     self._position = {"done": i + 1, "of": total, "unit": desc}
                     yield i
                     self._bar.update(1)
-                    if self._stop_requested:
-                        raise KeyboardInterrupt
+                    if self._stop_requested is not None:
+                        raise Stopped(self._stop_requested)
         finally:
             self._bar.close()
 
@@ -229,16 +227,18 @@ class RunContext:
             return
 
         def request_stop(signum: int, frame: Any) -> None:
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            print(f"\nstopping at the end of this {desc} iteration (Ctrl-C again to stop at once)", file=sys.stderr)
+            if self._stop_requested is not None:
+                raise Stopped(signum)
+            self._stop_requested = signum
+            print(f"\n{signal.Signals(signum).name}: stopping at the end of this {desc} iteration (Ctrl-C again to "
+                  "stop at once)", file=sys.stderr)
 
-        previous = signal.signal(signal.SIGINT, request_stop)
+        previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def log(self, iteration: int, loss: float) -> None:
         """Record the training loss of `iteration`; a non-finite one stops the run as diverged."""
@@ -251,7 +251,7 @@ class RunContext:
         self._store.record(self._run_id, key, value)
 
     def checkpoint_due(self, iteration: int) -> bool:
-        return self._stop_requested or (iteration + 1) % self.config["checkpoint_every"] == 0
+        return self._stop_requested is not None or (iteration + 1) % self.config["checkpoint_every"] == 0
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         extra = {CONTINUED_FROM: self._continued_from} if self._continued_from else {}
@@ -280,10 +280,24 @@ def training_progress(run_dir: Path, config: Mapping[str, Any], pace: bool = Fal
     `meta_iterations` ("meta-train 180 done" without one). With `pace`, also the seconds per iteration of the last
     process that trained it, its host, and the time the rest takes at that pace ("meta-train 180/500, 52 s per
     iteration on vm, about 4.6 h to go"; once all are done, "..., training done, evaluation left"), where its
-    checkpoint's last segment tells."""
-    state = checkpoints.load_tensors(run_dir / checkpoints.TRAIN)
+    checkpoint's last segment tells. A checkpoint that cannot be read, or not as the runner writes them, gives
+    "unreadable checkpoint: <path>" (so that a report goes on with the other runs)."""
+    path = run_dir / checkpoints.TRAIN
+    try:
+        state = checkpoints.load_tensors(path)
+    except UsageError:
+        return f"unreadable checkpoint: {path}"
     if state is None:
         return None
+    try:
+        return _progress(state, config, pace)
+    except (LookupError, TypeError, ValueError, AttributeError):
+        return f"unreadable checkpoint: {path} (not a training checkpoint of the harness)"
+
+
+def _progress(state: Mapping[str, Any], config: Mapping[str, Any], pace: bool) -> str:
+    """`training_progress` of a loaded checkpoint; a LookupError, TypeError, ValueError or AttributeError where the
+    runner did not write it."""
     done = state.get(PROGRESS)
     if done is None and "iteration" in state:
         done = {"done": state["iteration"] + 1, "of": config.get("meta_iterations"), "unit": "meta-train"}
@@ -367,10 +381,11 @@ def execute(prepared: PreparedRun, store: Store, out_dir: Path, command: str, pr
             ctx.record("segments", ctx.segments())
         evaluator = prepared.suite.evaluator(torch.device(spec.device))
         scores = list(evaluator.evaluate(prepared.suite, prepared.learner, state, progress))
-    except Exception as exc:
-        store.fail(prepared.run_id, f"{type(exc).__name__}: {exc}")
+        store.finish(prepared.run_id, scores)
+    except Exception as exc:  # the run is failed, never left "running" (a store that cannot say so: the error says why)
+        with contextlib.suppress(UsageError):
+            store.fail(prepared.run_id, f"{type(exc).__name__}: {exc}")
         raise
-    store.finish(prepared.run_id, scores)
     (run_dir / checkpoints.TRAIN).unlink(missing_ok=True)
     return "done"
 

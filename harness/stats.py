@@ -46,11 +46,12 @@ class Summary:
 
 
 def describe(mean: float, ci95: float, n: int, diverged: int, seeds: int = 1, seed_sd: float = math.nan) -> str:
-    """"mean ± ci", or how many tasks diverged when the mean is infinite; with several seeds, also their number and
-    the standard deviation of the per-seed means."""
+    """"mean ± ci", or the infinite mean's sign and how many tasks diverged ("-∞" where higher is better); with
+    several seeds, also their number and the standard deviation of the per-seed means."""
     several = seeds > 1
     if diverged:
-        return f"∞ ({diverged} of {n} tasks diverged" + (f" over {seeds} seeds)" if several else ")")
+        sign = "-∞" if mean < 0 else "∞"
+        return f"{sign} ({diverged} of {n} tasks diverged" + (f" over {seeds} seeds)" if several else ")")
     text = f"{fmt(mean)} ± {fmt(ci95, 2)}"
     return (text + f" (seed sd {fmt(seed_sd, 2)}, {seeds} seeds)") if several else text
 
@@ -60,13 +61,13 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.1f}"
 
 
-def worst_for_nan(values: np.ndarray, lower_is_better: bool = True) -> np.ndarray:
+def worst_for_nan(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
     """`values` as floats with NaN replaced by the worst value: +inf for an error, -inf where higher is better."""
     values = np.asarray(values, dtype=float)
     return np.where(np.isnan(values), np.inf if lower_is_better else -np.inf, values)
 
 
-def summarize(values: np.ndarray, lower_is_better: bool = True) -> Summary:
+def summarize(values: np.ndarray, lower_is_better: bool) -> Summary:
     """Mean, 95% interval half-width, median and (for errors) outlier count of per-task values; NaN counts as the
     worst value."""
     values = worst_for_nan(values, lower_is_better)
@@ -81,7 +82,7 @@ def summarize(values: np.ndarray, lower_is_better: bool = True) -> Summary:
     return Summary(float(values.mean()), float(z * sd / math.sqrt(n)), n, median, outliers, diverged)
 
 
-def summarize_seeds(values_by_seed: Mapping[int, np.ndarray], lower_is_better: bool = True,
+def summarize_seeds(values_by_seed: Mapping[int, np.ndarray], lower_is_better: bool,
                     n_resamples: int = BOOTSTRAP_RESAMPLES) -> Summary:
     """`summarize` over the values of several seeds (per seed, one per test task), pooled: the mean of all (seed, task)
     values and a 95% percentile interval from a stratified bootstrap (`scipy.stats.bootstrap`, each seed a stratum

@@ -40,8 +40,12 @@ COLUMNS = ["table", "row", "learner", "suite", "setting", "column", "mean", "ci9
            # a cell without a finished run but with an unfinished one: its state and training progress
            "unfinished",
            # a baseline's fine-tuning step size tuned on validation tasks (`tuned_step_size`)
-           "step_size"]
+           "step_size",
+           # whether a run of the cell was trained or evaluated from a working tree with uncommitted changes
+           # (`from_dirty_tree`): its code cannot be recovered
+           "dirty_tree"]
 MARKS = {"within ci": "≈", "better": "▲", "short": "▼"}
+DIRTY = "†"  # a cell whose run's code had uncommitted changes
 PROFILE_RANK = {"paper": 2, "quick": 1, "smoke": 0}
 SEVERAL_SEEDS = ("A cell over several seeds pools its values of every (seed, test task): their mean ± the larger half "
                  "of a 95% stratified bootstrap interval (percentile, test tasks resampled within each seed); seed sd: "
@@ -106,7 +110,6 @@ class TableSpec:
     columns: Mapping[str, int | Select]
     rows: Mapping[str, str | Select | None]
     paper: Sequence[PaperCell] = field(default_factory=tuple)
-    lower_is_better: bool = True
     paired_with: str | None = None  # a row label: every other row also gets its paired difference from this row
     extra_rows: bool = True  # add a row for each learner with runs on the suite but no row of its own
     comparisons: Sequence[Comparison] = ()  # lines under the table (`Comparison`)
@@ -187,6 +190,14 @@ def tuned_step_size(details: Mapping[str, Any], shots: int | None) -> str | None
     return f"{tuned:g}{edge.get(tuned, '')}"
 
 
+def from_dirty_tree(git_commit: str | None, details: Mapping[str, Any]) -> bool:
+    """Whether a run's code had uncommitted changes: its recorded commit (`runner.source_commit`, of the process that
+    evaluated it) or that of any process that trained it (its detail `segments`) ends in "-dirty". A commit not
+    recorded (None, a checkpoint older than segments) is unknown, not dirty."""
+    commits = [git_commit, *(segment.get("commit") for segment in details.get("segments", []))]
+    return any(str(commit).endswith("-dirty") for commit in commits if commit)
+
+
 def unfinished_runs(store: Store, suite: str, profile: str | None,
                     strays: Sequence[Checkpoint] = ()) -> Callable[[Select], str | None]:
     """For a cell's `Select`: the state and training progress of its learner's most thorough, latest unfinished run
@@ -210,7 +221,7 @@ def unfinished_runs(store: Store, suite: str, profile: str | None,
 
 
 def per_seed_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int | None, metric: str,
-                  lower_is_better: bool = True) -> pd.Series:
+                  lower_is_better: bool) -> pd.Series:
     """The values of a cell, indexed by (seed, task) of the runs `group` (one run per seed; step None: the last step
     evaluated), sorted; NaN (diverged) counts as the worst value."""
     s = scores[scores.run_id.isin(group.run_id) & (scores.shots == shots) & (scores.metric == metric)]
@@ -220,13 +231,13 @@ def per_seed_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: i
 
 
 def per_task(scores: pd.DataFrame, group: pd.DataFrame, shots: int, step: int | None, metric: str,
-             lower_is_better: bool = True) -> pd.Series:
+             lower_is_better: bool) -> pd.Series:
     """One value per test task (index) of a cell, the mean over the seeds of `group` (step None: the last step
     evaluated); NaN (diverged) counts as the worst value."""
     return per_seed_task(scores, group, shots, step, metric, lower_is_better).groupby(level="task").mean()
 
 
-def summarize_cell(values: pd.Series, lower_is_better: bool = True) -> Summary:
+def summarize_cell(values: pd.Series, lower_is_better: bool) -> Summary:
     """`summarize_seeds` of values indexed by (seed, task): with one seed, `summarize` over its tasks."""
     by_seed = {seed: v.to_numpy() for seed, v in values.groupby(level="seed")}
     return summarize_seeds(by_seed, lower_is_better)
@@ -240,10 +251,11 @@ def seed_columns(summary: Summary) -> dict[str, Any]:
         (several if summary.seeds > 1 else {})
 
 
-def build(spec: TableSpec, store: Store, profile: str | None = None,
+def build(spec: TableSpec, store: Store, lower_is_better: bool, profile: str | None = None,
           strays: Sequence[Checkpoint] = ()) -> pd.DataFrame:
-    """The long-form rows of `spec` from `store` (cells with several seeds: see the module's docstring; a cell whose
-    run exists only as a stray checkpoint in `strays` says how far that got); with
+    """The long-form rows of `spec` from `store`, its metric better when lower by `lower_is_better` (the suite's
+    `Suite.lower_is_better`, carried in the frame's `attrs["lower_is_better"]`). Cells with several seeds: see the
+    module's docstring; a cell whose run exists only as a stray checkpoint in `strays` says how far that got. With
     `spec.paired_with`, each row's paired difference from that row's learner (its runs of the same profile) on the
     identical test tasks under the same seeds, over the seeds both have. The lines of `spec.comparisons` travel in
     the frame's `attrs["comparisons"]` (they are not cells), for `markdown`."""
@@ -259,7 +271,7 @@ def build(spec: TableSpec, store: Store, profile: str | None = None,
     extra = {learner: learner for learner in suite_runs if learner not in ours} if spec.extra_rows else {}
     spec = replace(spec, rows=dict(spec.rows) | extra)
     values_of = lambda sel, group: per_seed_task(scores, group, sel.shots, sel.step, spec.metric,
-                                                 spec.lower_is_better)
+                                                 lower_is_better)
     out = []
     for setting in spec.settings:
         for label in spec.rows:
@@ -275,7 +287,7 @@ def build(spec: TableSpec, store: Store, profile: str | None = None,
                 if sel and (values is None or not len(values)):
                     cell["unfinished"] = unfinished(sel)
                 if values is not None and len(values):
-                    summary = summarize_cell(values, spec.lower_is_better)
+                    summary = summarize_cell(values, lower_is_better)
                     cell |= {"mean": summary.mean, "ci95": summary.ci95, "n": summary.n,
                              "median": summary.median, "over_10x_median": summary.over_10x_median,
                              "diverged": summary.diverged,
@@ -283,22 +295,25 @@ def build(spec: TableSpec, store: Store, profile: str | None = None,
                              "seeds": ",".join(str(x) for x in sorted(group.seed)),
                              "train_seconds": group.train_seconds.mean(),
                              "command": group.command.iloc[0], "git_commit": group.git_commit.iloc[0],
+                             "dirty_tree": any(from_dirty_tree(commit, details(run_id))
+                                               for commit, run_id in zip(group.git_commit, group.run_id)),
                              "step_size": None if sel.step == 0 else ", ".join(sorted({step for run_id in group.run_id
                                  if (step := tuned_step_size(details(run_id), sel.shots))})) or None}
                     cell |= seed_columns(summary)
                     if ref is not None:
-                        cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, spec.lower_is_better,
+                        cell["vs_paper"] = versus_paper(summary.mean, summary.ci95, ref.value, lower_is_better,
                                                         summary.interval)
                     base = spec.address(setting, spec.paired_with, column) if spec.paired_with else None
                     # paired with the base learner's runs of the same profile: a difference of training budgets is
                     # no difference between learners
                     base_group = runs_of(base, group.profile.iloc[0]) if base else None
                     if base_group is not None and label != spec.paired_with:
-                        cell |= paired(values, values_of(base, base_group))
+                        cell |= paired(values, values_of(base, base_group), lower_is_better)
                 out.append(cell)
     frame = pd.DataFrame(out).reindex(columns=COLUMNS)
     ints = ["n", "over_10x_median", "diverged", "n_seeds", "paired_n", "paired_diverged"]
     frame = frame.astype(dict.fromkeys(ints, "Int64"))
+    frame.attrs["lower_is_better"] = lower_is_better
 
     def cell_values(setting: str, row: str, column: str) -> pd.Series | None:
         sel = spec.address(setting, row, column)
@@ -307,13 +322,14 @@ def build(spec: TableSpec, store: Store, profile: str | None = None,
         return values if values is not None and len(values) else None
 
     frame.attrs["comparisons"] = [line for c in spec.comparisons for setting in spec.settings
-                                  for line in [compare(c, setting, frame, cell_values, paper)] if line]
+                                  for line in [compare(c, setting, frame, cell_values, paper, lower_is_better)]
+                                  if line]
     return frame
 
 
 def compare(c: Comparison, setting: str, frame: pd.DataFrame,
             cell_values: Callable[[str, str, str], pd.Series | None],
-            paper: Mapping[tuple[str, str, str], PaperCell]) -> str | None:
+            paper: Mapping[tuple[str, str, str], PaperCell], lower_is_better: bool) -> str | None:
     """The line of `c` in `setting` (`Comparison`); None where neither row has a finished run there."""
     name = lambda row, column: f"{row} after {column}"
     cells = [(c.row, c.column), (c.other, c.other_column), *([c.ceiling] if c.ceiling else [])]
@@ -324,7 +340,7 @@ def compare(c: Comparison, setting: str, frame: pd.DataFrame,
     if missing:
         return f"- {setting}: {name(c.row, c.column)} against {name(c.other, c.other_column)}: not yet " \
                f"({missing[0]} has no finished run)"
-    diff = paired(values[cells[0]], values[cells[1]])
+    diff = paired(values[cells[0]], values[cells[1]], lower_is_better)
     difference = describe(diff["paired_diff"], diff["paired_diff_ci95"], diff["paired_n"], diff["paired_diverged"])
     line = (f"- {setting}: {name(c.row, c.column)} minus {name(c.other, c.other_column)}, paired on the same test "
             f"tasks: {difference}")
@@ -347,13 +363,14 @@ def gap_share(value: float, low: float, high: float) -> float:
     return (value - low) / (high - low)
 
 
-def paired(values: pd.Series, base: pd.Series) -> dict[str, Any]:
-    """The columns of the paired difference `values` - `base` (both indexed by (seed, task)) over the (seed, task)
-    pairs both have, where it is defined (not inf - inf); none when they share no pair."""
+def paired(values: pd.Series, base: pd.Series, lower_is_better: bool) -> dict[str, Any]:
+    """The columns of the paired difference `values` - `base` (both indexed by (seed, task); of a metric better
+    when lower by `lower_is_better`) over the (seed, task) pairs both have, where it is defined (not inf - inf);
+    none when they share no pair."""
     diff = (values - base).dropna()
     if not len(diff):
         return {}
-    summary = summarize_cell(diff)
+    summary = summarize_cell(diff, lower_is_better)
     return {"paired_diff": summary.mean, "paired_diff_ci95": summary.ci95, "paired_diff_seed_sd": summary.seed_sd,
             "paired_seeds": ",".join(str(seed) for seed in diff.index.unique(level="seed")),
             "paired_n": summary.n, "paired_diverged": summary.diverged}
@@ -376,7 +393,7 @@ def _orderings(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
     for (setting, column), cells in both.groupby(["setting", "column"], sort=False):
         if len(cells) < 2:
             continue
-        worst_first = not spec.lower_is_better
+        worst_first = not frame.attrs["lower_is_better"]
         paper = cells.sort_values("paper", ascending=worst_first).row.tolist()
         ours = cells.sort_values("mean", ascending=worst_first).row.tolist()
         verdict = "the same order" if paper == ours else "a different order"
@@ -402,9 +419,11 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
             ours = describe(r["mean"], r["ci95"], r["n"], r["diverged"], r["n_seeds"], r["seed_sd"])
         paper = "" if pd.isna(r["paper"]) else f" ({fmt(r['paper'])})"
         origin = f" [{r['profile']}, {r['device']}]" if len(origins) > 1 and not pd.isna(r["mean"]) else ""
-        return ours + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}") + origin
+        dirty = DIRTY if r["dirty_tree"] is True else ""
+        return ours + dirty + paper + ("" if pd.isna(r["vs_paper"]) else f" {MARKS[r['vs_paper']]}") + origin
 
-    better = "lower" if spec.lower_is_better else "higher"
+    lower_is_better = frame.attrs["lower_is_better"]
+    better = "lower" if lower_is_better else "higher"
     lines = [f"# {spec.title}", "",
              f"Ours: {spec.metric} ({better} is better), mean ± 95% interval over test tasks; the paper's value in "
              "parentheses; ≈ the paper's value lies in our interval, ▲ ours is better, ▼ ours falls short of the "
@@ -416,6 +435,10 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
                   "\"checkpoint, not resumed yet\": a checkpoint brought from another machine that no run here has "
                   "resumed (`python -m harness status --all` gives the command that does).",
                   ""]
+    if (ran.dirty_tree == True).any():  # noqa: E712 (a column of True, False and NaN)
+        lines += [f"{DIRTY} a cell from a run trained or evaluated from a working tree with uncommitted changes (its "
+                  "commit ends in -dirty below, or in a training segment's record): the code that produced it cannot "
+                  "be recovered; rerun it from a clean checkout to replace it.", ""]
     if len(origins) == 1:
         (profile, device), = origins
         lines += [f"Every cell: {profile} profile on {device}.", ""]
@@ -429,7 +452,7 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
         lines += ["", SEVERAL_SEEDS]
     if not len(ran):
         return "\n".join(lines) + "\n"
-    if spec.lower_is_better:
+    if lower_is_better:
         lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can dominate "
                   "a mean):", "", _wide(ran, spec, lambda r: f"{fmt(r['median'])} / {r['over_10x_median']}")]
     else:
@@ -437,7 +460,7 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     lines += _orderings(spec, frame)
     paired = ran.dropna(subset=["paired_diff"])
     if len(paired):
-        sign = "above" if spec.lower_is_better else "below"
+        sign = "above" if lower_is_better else "below"
         seeds = paired.paired_seeds.str.count(",") + 1
         same_seed = " under the same seed, over the seeds both rows have" if (seeds > 1).any() else ""
         budget = f", {spec.paired_with}'s run of the row's profile" if len({p for p, _ in origins}) > 1 else ""
@@ -473,15 +496,35 @@ def step_sizes(cells: pd.DataFrame) -> str:
     return ", tuned step sizes " + "; ".join(f"{setting}: {step}" for setting, step in by_setting.items())
 
 
-def write(spec: TableSpec, store: Store, directory: Path, profile: str | None = None,
-          strays: Sequence[Checkpoint] = ()) -> tuple[Path, Path]:
-    """Write `<name>.csv` and `<name>.md` (of `build`) into `directory`."""
-    frame = build(spec, store, profile, strays)
+def paths(spec: TableSpec, directory: Path) -> tuple[Path, Path]:
+    """Where `spec`'s long-form CSV and Markdown view live in `directory`."""
+    return directory / f"{spec.name}.csv", directory / f"{spec.name}.md"
+
+
+def write(spec: TableSpec, frame: pd.DataFrame, directory: Path) -> tuple[Path, Path]:
+    """Write `<name>.csv` and `<name>.md` of `frame` (of `build`) into `directory`, each atomically."""
     directory.mkdir(parents=True, exist_ok=True)
-    csv, md = directory / f"{spec.name}.csv", directory / f"{spec.name}.md"
+    csv, md = paths(spec, directory)
     write_text(csv, frame.to_csv(index=False, float_format="%.6g"))
     write_text(md, markdown(spec, frame))
     return csv, md
+
+
+CELL_KEY = ["setting", "row", "column"]
+"""What names a cell of a table."""
+
+
+def dropped(frame: pd.DataFrame, written: Path) -> list[str]:
+    """The cells that have a value (`mean`) in the table already written at `written` (a CSV of `write`) but none
+    in `frame`: writing `frame` there would replace them with "not run". Named "setting / row / column". A file that
+    is absent or cannot be read as a table drops nothing."""
+    try:
+        old = pd.read_csv(written, usecols=[*CELL_KEY, "mean"], dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return []
+    had = old[old["mean"] != ""].set_index(CELL_KEY).index
+    has = frame.dropna(subset=["mean"]).set_index(CELL_KEY).index
+    return [" / ".join(cell) for cell in had.difference(has)]
 
 
 def paper_cells(reference_csv: Path, table: int, suite: str | None = None) -> list[PaperCell]:

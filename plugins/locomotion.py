@@ -29,14 +29,15 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
+from harness.config import Key
 from harness.errors import UsageError
 from harness.protocols import Forward, Params
 from plugins.rl.evaluation import RolloutEvaluator
 from plugins.rl.locomotion.sampler import LocomotionBatch
 from plugins.rl.locomotion.simulators import Simulator, make_simulator
-from plugins.rl.locomotion.tasks import family_of, observation_size, sample_tasks, variant_of
-from plugins.rl.policy_gradient import GaussianMLPPolicy, Paths, reinforce_loss, rollout
-from plugins.rl.trainer import TRPOTrainer
+from plugins.rl.locomotion.tasks import VARIANTS, family_of, observation_size, sample_tasks, variant_of
+from plugins.rl.policy_gradient import ROLLOUT_KEYS, GaussianMLPPolicy, Paths, reinforce_loss, rollout
+from plugins.rl.trainer import KEYS, TRPOTrainer
 
 PAPER: Mapping[str, Any] = {
     "meta_iterations": 500, "meta_batch": 40, "trajectories": 20, "inner_lr": 0.1, "later_inner_lr": 0.05,
@@ -68,6 +69,12 @@ class LocomotionSuite:
     lower_is_better = False
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "smoke": {**PAPER, **SMOKE}, "quick": {**PAPER, **QUICK}, "paper": PAPER}
+    keys: ClassVar[Mapping[str, Key]] = {
+        **KEYS,
+        "sampler_threads": Key(int, "threads that step the simulations", low=1, high=1024),
+        "variant": Key(str, "the environments' conventions (`plugins.rl.locomotion.tasks`)",
+                       choices=tuple(name for name in VARIANTS if name)),
+    }
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
@@ -140,6 +147,7 @@ class AntVelocity(LocomotionSuite):
     feature_names = ("goal_velocity",)
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "smoke": {**PAPER, **SMOKE, **ANT}, "quick": {**PAPER, **QUICK, **ANT}, "paper": {**PAPER, **ANT}}
+    keys: ClassVar[Mapping[str, Key]] = {**LocomotionSuite.keys, **ROLLOUT_KEYS}
 
 
 class AntDirection(LocomotionSuite):
@@ -152,6 +160,7 @@ class AntDirection(LocomotionSuite):
         "quick": {**PAPER, **QUICK, **ANT, "trajectories": 20},
         "paper": {**PAPER, **ANT, "trajectories": 40, "eval_trajectories": 40},
     }
+    keys: ClassVar[Mapping[str, Key]] = {**LocomotionSuite.keys, **ROLLOUT_KEYS}
 
 
 @hookimpl

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from harness import hookimpl
+from harness.config import Key
 from harness.functional import adapt_batch, resolve_vectorize, step_sizes
 from harness.models import FunctionalModel
 from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
@@ -25,6 +26,7 @@ class MAML:
     name = "maml"
     description = "model-agnostic meta-learning, second-order meta-gradient"
     defaults: Mapping[str, Any] = {"first_order": False}
+    keys: Mapping[str, Key] = {"first_order": Key(bool, "treat the inner gradient as a constant (first-order MAML)")}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
@@ -74,6 +76,8 @@ class ContextVector(MAML):
     name = "context"
     description = "context-vector adaptation: z appended to the input, only z adapted (paper C.2)"
     defaults: Mapping[str, Any] = {"first_order": False, "context_size": 5}
+    keys: Mapping[str, Key] = {**MAML.keys, "context_size": Key(int, "length of the learned context z", low=1,
+                                                                 high=1024)}
 
     def network(self, suite: Suite, device: torch.device | str) -> FunctionalModel:
         return FunctionalModel(suite, device, context_size=self.config["context_size"])

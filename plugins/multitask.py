@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from harness import hookimpl
+from harness.config import Key
 from harness.models import FunctionalModel
 from harness.protocols import Params, Suite, TrainContext
 from plugins.pretrain import Pretrain
@@ -48,6 +49,17 @@ class MultiTaskNoReg(Pretrain):
         "smoke": {"multitask_models": 4, "multitask_iterations": 5, "multitask_data": 20, "multitask_batch": 10,
                   "multitask_pilot": 2},
         "quick": {"multitask_models": 100, "multitask_iterations": 1000, "multitask_pilot": 5},
+    }
+    keys: Mapping[str, Key] = {
+        "multitask_models": Key(int, "regressors trained and averaged", low=1),
+        "multitask_iterations": Key(int, "Adam steps of each regressor", low=1),
+        "multitask_data": Key(int, "training points of each regressor's task", low=1),
+        "multitask_batch": Key(int, "points per Adam step", low=1),
+        "multitask_lr": Key(float, "initial Adam step size of the regressors (cosine-decayed)", above=0),
+        "multitask_pilot": Key(int, "pilot regressors per candidate regularisation strength", low=1),
+        "multitask_fit": Key(float, "a pilot's median own-task error always accepted", above=0),
+        "multitask_fit_tolerance": Key(float, "factor over the unregularised pilot's median error still accepted",
+                                       low=1),
     }
 
     @classmethod

@@ -22,12 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
+from harness.config import Key
 from harness.errors import UsageError
 from harness.protocols import Forward, Params
 from plugins.rl.evaluation import RolloutEvaluator
 from plugins.rl.navigation import NavigationBatch, sample_goals
-from plugins.rl.policy_gradient import GaussianMLPPolicy, Paths, reinforce_loss, rollout
-from plugins.rl.trainer import TRPOTrainer
+from plugins.rl.policy_gradient import ROLLOUT_KEYS, GaussianMLPPolicy, Paths, reinforce_loss, rollout
+from plugins.rl.trainer import KEYS, TRPOTrainer
 
 ACTION_SCALE = 0.1
 """rllab's `normalize` wrapper of the released code: a policy action in [-1, 1] spans the velocity range [-0.1, 0.1]."""
@@ -56,6 +57,7 @@ class Navigation2D:
         "quick": {**PAPER, "meta_iterations": 100},
         "paper": PAPER,
     }
+    keys: Mapping[str, Key] = {**KEYS, **ROLLOUT_KEYS}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         if config.get("finish_begun") not in (None, True, False):

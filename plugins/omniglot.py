@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
+from harness.config import Key
 from harness.data import cache_dir, data_dir
 from harness.errors import UsageError
 from harness.evaluation import FewShotEvaluator
@@ -61,6 +62,12 @@ class Omniglot:
         "paper": PAPER,
     }
     models = ("conv", "fc")
+    keys: Mapping[str, Key] = {
+        "ways": Key(int, "classes per episode (at most the 100 characters of the smallest split, val)", low=2,
+                    high=100),
+        "model": Key(str, "the 4-block conv net or the 256-128-64-64 fully connected net", choices=models),
+        "rotate": Key(bool, "each class drawn at a random rotation by a multiple of 90 degrees (a new class)"),
+    }
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         if config["model"] not in self.models:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from harness.data import build_atomically, download, extract_zip
 from harness.errors import UsageError
+from harness.files import write_atomic, write_text
 from harness.seeding import generator
 
 ARCHIVES = ("images_background.zip", "images_evaluation.zip")
@@ -71,9 +72,9 @@ class OmniglotData:
                              f"{counts[2]} images, not {ALPHABETS}, {CHARACTERS} and {CHARACTERS * DRAWINGS}; "
                              "replace the archives with the official ones")
         pixels = np.stack([np.stack([_small(path) for path in drawings]) for drawings in images])
-        torch.save(torch.from_numpy(pixels), out / "omniglot28.pt")
+        write_atomic(out / "omniglot28.pt", lambda f: torch.save(torch.from_numpy(pixels), f))
         index = [f"{c.parent.parent.name}/{c.parent.name}/{c.name}" for c in characters]
-        (out / "characters.json").write_text(json.dumps(index, indent=0))
+        write_text(out / "characters.json", json.dumps(index, indent=0))
 
     @staticmethod
     def load(prepared: Path) -> tuple[torch.Tensor, list[str]]:

@@ -125,12 +125,12 @@ def harness_figures() -> list[FigureSpec]:
         CurvesFigure(name="figure3", title="Figure 3 (and 6): sinusoid regression, MSE against gradient steps at "
                      "test time", suite="sinusoid", metric="mse"),
         CurvesFigure(name="figure4", title="Figure 4: 2D navigation, return against steps (alpha 0.1, then 0.05)",
-                     suite="navigation2d", metric="return", log_y=False, lower_is_better=False,
-                     reference=released_curves("navigation2d"), reference_label="released (cbfinn/maml_rl, alpha 0.5)",
+                     suite="navigation2d", metric="return", log_y=False, reference=released_curves("navigation2d"),
+                     reference_label="released (cbfinn/maml_rl, alpha 0.5)",
                      where={"inner_lr": 0.1}),
         *(CurvesFigure(name=f"figure5-{suite}", title=f"Figure 5: {suite}, return against steps (alpha 0.1, then 0.05)",
-                       suite=suite, metric="return", log_y=False, lower_is_better=False,
-                       reference=released_curves(suite), reference_label="released (cbfinn/maml_rl)",
+                       suite=suite, metric="return", log_y=False, reference=released_curves(suite),
+                       reference_label="released (cbfinn/maml_rl)",
                        where={"variant": "rllab"})
           for suite in LOCOMOTION),
         *(TrainingCurvesFigure(name=f"training-{suite}", title=f"{suite}: return of the training paths against "

@@ -71,7 +71,7 @@ def locomotion_tables() -> list[TableSpec]:
         suite="cheetah-direction", metric="return",
         settings={"forward/backward": Select(shots=20, where=RLLAB)}, columns=RL_STEPS,
         rows={"context vector": "context", "MAML": "maml"}, paper=paper_cells(REFERENCE, 5, "cheetah-direction"),
-        lower_is_better=False, paired_with="MAML", extra_rows=False,
+        paired_with="MAML", extra_rows=False,
     )]
     for suite, setting in LOCOMOTION.items():
         paths = 40 if suite == "ant-direction" else 20
@@ -82,8 +82,8 @@ def locomotion_tables() -> list[TableSpec]:
                   "paths (alpha 0.1, alpha / 2 after the first step), beside the authors' released results "
                   "(cbfinn/maml_rl; MAML, pretrain, random init, oracle)",
             suite=suite, metric="return", settings=settings, columns=RL_STEPS, rows=dict(RL_ROWS),
-            paper=[cell for label in settings for cell in released_cells(suite, label)], lower_is_better=False,
-            paired_with="MAML", comparisons=LOCOMOTION_COMPARISONS,
+            paper=[cell for label in settings for cell in released_cells(suite, label)], paired_with="MAML",
+            comparisons=LOCOMOTION_COMPARISONS,
         ))
     return tables
 
@@ -102,7 +102,7 @@ def harness_tables() -> list[TableSpec]:
                   "Siamese nets": None, "matching nets": None, "neural statistician": None, "memory mod.": None,
                   "MAML": conv("maml"), "first-order MAML": conv("fomaml"), "context vector": conv("context"),
                   "fine-tuning baseline (pretrain)": conv("pretrain"), "random init (scratch)": conv("scratch")},
-            paper=paper_cells(REFERENCE, 1, "omniglot"), lower_is_better=False, paired_with="MAML", extra_rows=False,
+            paper=paper_cells(REFERENCE, 1, "omniglot"), paired_with="MAML", extra_rows=False,
         ),
         TableSpec(
             name="table2",
@@ -120,7 +120,7 @@ def harness_tables() -> list[TableSpec]:
             suite="omniglot", metric="accuracy",
             settings={"5-way": Select(where={"ways": 5})}, columns=OMNIGLOT_SHOTS,
             rows={"context vector": conv("context"), "MAML": conv("maml")},
-            paper=paper_cells(REFERENCE, 3, "omniglot"), lower_is_better=False, paired_with="MAML", extra_rows=False,
+            paper=paper_cells(REFERENCE, 3, "omniglot"), paired_with="MAML", extra_rows=False,
         ),
         TableSpec(
             name="table4",
@@ -128,7 +128,7 @@ def harness_tables() -> list[TableSpec]:
                   "context vector vs MAML (inner step size alpha 0.1, alpha / 2 after the first step)",
             suite="navigation2d", metric="return", settings=NAVIGATION, columns=RL_STEPS,
             rows={"context vector": alpha("context"), "MAML": alpha("maml")},
-            paper=paper_cells(REFERENCE, 4, "navigation2d"), lower_is_better=False, paired_with="MAML",
+            paper=paper_cells(REFERENCE, 4, "navigation2d"), paired_with="MAML",
             extra_rows=False,
         ),
         TableSpec(
@@ -142,7 +142,7 @@ def harness_tables() -> list[TableSpec]:
                   RELEASED_RUN: Select("maml", where={"inner_lr": 0.5, "meta_iterations": 100})},
             paper=[*released, *(replace(c, row=row) for c in released if c.row == "MAML"
                                 for row in (RELEASED_ALPHA, RELEASED_RUN))],
-            lower_is_better=False, paired_with="MAML",
+            paired_with="MAML",
         ),
         *locomotion_tables(),
     ]

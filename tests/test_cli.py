@@ -9,6 +9,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_data_faults import BAD_DATA
+from test_store_faults import BAD_STORE
 
 from harness import checkpoints, runner
 from harness.cli import main
@@ -283,6 +285,13 @@ def a_file(tmp):
     (tmp / "file").write_text("")
 
 
+def smoke_store_and_a_file(tmp):
+    """A store with one smoke run of MAML on the sinusoid, and a file beside it."""
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--quiet",
+                 "--out", str(tmp / "runs")]) == 0
+    a_file(tmp)
+
+
 RUN = ["run", "--suite", "sinusoid", "--learners", "maml"]
 BAD = [  # (argv with {tmp} for the test's folder, files made first, what the one-line error must say)
     (["run", "--suite", "sinusoid", "--learners", "mam"], None, "unknown learner 'mam'"),
@@ -293,8 +302,33 @@ BAD = [  # (argv with {tmp} for the test's folder, files made first, what the on
     ([*RUN, "--set", "meta_iterations=ten"], None, "takes int"),
     ([*RUN, "--set", "first_order=maybe"], None, "takes bool"),
     ([*RUN, "--set", "eval_shots=5,x"], None, "comma-separated list"),
-    ([*RUN, "--set", "meta_batch=0"], None, "must be positive"),
-    ([*RUN, "--set", "inner_steps=-2"], None, "must be positive"),
+    ([*RUN, "--set", "meta_batch=0"], None, "meta_batch=0 is out of range"),
+    ([*RUN, "--set", "inner_steps=-2"], None, "inner_steps=-2 is out of range"),
+    ([*RUN, "--set", "eval_steps=-1"], None, "eval_steps takes int in [0, "),
+    ([*RUN, "--set", "inner_lr=nan"], None, "inner_lr=nan is not finite"),
+    ([*RUN, "--set", "inner_lr=inf"], None, "inner_lr=inf is not finite"),
+    ([*RUN, "--set", "meta_lr=1e999"], None, "meta_lr=inf is not finite"),
+    ([*RUN, "--set", "inner_lr=0"], None, "inner_lr takes finite float > 0"),
+    ([*RUN, "--set", "eval_shots=5,5"], None, "eval_shots=[5, 5] repeats an entry"),
+    ([*RUN, "--set", "eval_shots=20,5"], None, "eval_shots=[20, 5] is not in ascending order"),
+    ([*RUN, "--set", "eval_shots=0,5"], None, "eval_shots=[0, 5] is out of range"),
+    ([*RUN, "--set", "meta_batch=99999999999999999999"], None, "meta_batch takes int in [1, 2147483647]"),
+    ([*RUN, "--set", "meta_iterations=9223372036854775808"], None, "meta_iterations=9223372036854775808 is out"),
+    ([*RUN, "--set", "threads=0"], None, "threads takes int in [1, 1024]"),
+    ([*RUN, "--set", "checkpoint_every=0"], None, "checkpoint_every=0 is out of range"),
+    ([*RUN, "--set", "compile=maybe"], None, "compile takes bool"),
+    ([*RUN, "--set", "meta_batch=true"], None, "meta_batch takes int"),
+    (["run", "--suite", "sinusoid", "--learners", "context", "--set", "context_size=0"], None,
+     "context_size=0 is out of range"),
+    (["run", "--suite", "sinusoid", "--learners", "multitask-l2", "--set", "multitask_lr=nan"], None,
+     "multitask_lr=nan is not finite"),
+    (["run", "--suite", "navigation2d", "--learners", "maml", "--set", "gamma=1.5"], None,
+     "gamma takes finite float in (0, 1]"),
+    (["run", "--suite", "navigation2d", "--learners", "maml", "--set", "cg_subsample=0"], None,
+     "cg_subsample=0.0 is out of range"),
+    (["run", "--suite", "cheetah-velocity", "--learners", "maml", "--set", "variant=mujoco"], None,
+     "variant takes one of gymnasium, rllab"),
+    (["run", "--suite", "omniglot", "--learners", "maml", "--set", "ways=1"], None, "ways takes int in [2, 100]"),
     ([*RUN, "--set", "vectorize=fast"], None, "vectorize"),
     (["run", "--suite", "navigation2d", "--learners", "maml", "--set", "finish_begun=maybe"], None,
      "finish_begun takes bool"),
@@ -314,6 +348,7 @@ BAD = [  # (argv with {tmp} for the test's folder, files made first, what the on
      "unknown setting '7way-1shot'"),
     ([*RUN, "--setting", "5way-1shot"], None, "has no settings"),
     (["run", "--suite", "omniglot", "--learners", "maml", "--set", "model=resnet"], None, "model='resnet'"),
+    (["run", "--suite", "omniglot", "--learners", "maml", "--set", "model=resnet"], None, "--set model=VALUE"),
     ([*RUN, "--profile", "smoke", "--out", "{tmp}/file"], a_file, "is a file, not a directory"),
     ([*RUN, "--profile", "smoke", "--out", "{tmp}/file/runs"], a_file, "cannot be created"),
     (["report", "--tables", "table99"], None, "no results store"),
@@ -327,7 +362,26 @@ BAD = [  # (argv with {tmp} for the test's folder, files made first, what the on
      "not a readable zip archive"),
     (["data", "prepare", "mnist"], None, "unknown dataset 'mnist'"),
     (["fly"], None, "invalid choice"),
+    # issue 41: empty paths, negative counts, an output that is a file found before anything is written
+    ([*RUN, "--profile", "smoke", "--out", ""], None, "argument --out: is empty"),
+    (["status", "--out", " "], None, "argument --out: is empty"),
+    (["tasks", "--suite", "sinusoid", "--learner", "maml", "--shots", "5", "--step", "1", "--worst", "-3"], None,
+     "--worst: -3 is below 1"),
+    (["tasks", "--suite", "sinusoid", "--learner", "maml", "--shots", "0", "--step", "1"], None,
+     "--shots: 0 is below 1"),
+    (["tasks", "--suite", "sinusoid", "--learner", "maml", "--shots", "5", "--step", "-1"], None,
+     "--step: -1 is below 0"),
+    ([*RUN, "--seeds", str(2**63)], None, "up to 2**63 - 1"),
+    (["report", "--out", "{tmp}/runs", "--figures", "{tmp}/file"], smoke_store_and_a_file,
+     "--figures {tmp}/file is a file"),
+    (["report", "--out", "{tmp}/runs", "--results", "{tmp}/file"], smoke_store_and_a_file,
+     "--results {tmp}/file is a file"),
+    (["report", "--out", "{tmp}/runs", "--results", "{tmp}/file/tables"], smoke_store_and_a_file,
+     "cannot be created ({tmp}/file is a file)"),
 ]
+
+
+BAD += BAD_DATA + BAD_STORE  # the cases of data preparation and of the results store, with their setups there
 
 
 def tree(root):
@@ -339,10 +393,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monke
     monkeypatch.chdir(tmp_path)
     if setup:
         setup(tmp_path)
+    capsys.readouterr()
     before = tree(tmp_path)
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message.replace("{tmp}", str(tmp_path)) in err, err
     assert tree(tmp_path) == before
 
 

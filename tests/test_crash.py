@@ -201,17 +201,21 @@ def test_sigkill_at_random_points_loses_nothing_and_resumes_to_identical_scores(
     assert final == uninterrupted
 
 
-def test_ctrl_c_checkpoints_the_current_iteration_and_the_rerun_resumes_to_identical_scores(tmp_path, uninterrupted):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_checkpoints_the_current_iteration_and_the_rerun_resumes_to_identical_scores(
+        tmp_path, uninterrupted, signum):
+    """SIGTERM (a cluster scheduler's stop) behaves like the first Ctrl-C: the iteration finishes and checkpoints."""
     out, log = tmp_path / "store", tmp_path / "stderr.log"
-    process = start(out, log, every=100000)  # no checkpoint but Ctrl-C's
+    process = start(out, log, every=100000)  # no checkpoint but the signal's
     assert begun(process, log), f"the sweep exited before meta-training began: {log.read_text()}"
     time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=120) == 130
+    process.send_signal(signum)
+    assert process.wait(timeout=120) == 128 + signum
     err = log.read_text()
+    name = signal.Signals(signum).name
     assert "meta-train" in err
-    assert "stopping at the end of this meta-train iteration" in err
-    assert "rerun the same command to resume" in err
+    assert f"{name}: stopping at the end of this meta-train iteration" in err
+    assert f"interrupted ({name}); rerun the same command to resume" in err
     (run_id,) = running(out)
     checkpoint = torch.load(out / run_id / "train-checkpoint.pt", weights_only=True)
     assert 0 < checkpoint["iteration"] < 599

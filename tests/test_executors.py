@@ -136,3 +136,22 @@ def test_ctrl_c_stops_a_process_pool_sweep_and_starts_no_further_unit(tmp_path):
     states = run_states(tmp_path)
     assert sorted(run.split("-")[1] for run in states) == ["fomaml", "maml"], states  # context never started
     assert set(states.values()) == {"running"}, states  # both resumable
+
+
+def test_sigterm_to_the_command_alone_stops_a_process_pool_sweep_at_its_workers_checkpoints(tmp_path):
+    """A scheduler's SIGTERM may reach the command's process only: it passes it on to the workers, which finish their
+    iteration, checkpoint and stay resumable."""
+    command = [sys.executable, "-m", "harness", "run", "--suite", "sinusoid", "--learners", "maml,fomaml,context",
+               "--profile", "quick", "--set", "checkpoint_every=1", "--jobs", "2", "--quiet", "--out", str(tmp_path)]
+    sweep = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("*/train-checkpoint.pt"))) < 2:  # the first two units are training
+        assert sweep.poll() is None and time.monotonic() < deadline, "the first units never checkpointed"
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 128 + signal.SIGTERM, err
+    assert err.count("SIGTERM: stopping at the end of this meta-train iteration") == 2, err
+    states = run_states(tmp_path)
+    assert sorted(run.split("-")[1] for run in states) == ["fomaml", "maml"], states  # context never started
+    assert set(states.values()) == {"running"}, states  # both resumable

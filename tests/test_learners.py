@@ -65,7 +65,7 @@ def test_batch_gradient_is_the_gradient_of_the_mean_task_loss():
 
 
 def test_tuned_step_sizes_are_looked_up_by_shots():
-    table = best_step_sizes({5: {0.01: 2.0, 0.1: 1.0}, 10: {0.01: 0.5, 0.1: float("inf")}})
+    table = best_step_sizes({5: {0.01: 2.0, 0.1: 1.0}, 10: {0.01: 0.5, 0.1: float("inf")}}, True)
     assert step_size_for(table, 5) == 0.1 and step_size_for(table, 10) == 0.01
     with pytest.raises(ValueError, match="no step size tuned for 20 shots"):
         step_size_for(table, 20)
@@ -82,7 +82,7 @@ def test_oracle_needs_task_features_and_sees_them():
     net = oracle.network(suite, "cpu")
     assert net.module[0].in_features == 1 + 2
     batch = tasks()
-    state = {**net.state_dict(), "tuned_step_sizes": best_step_sizes({5: {0.0: 0.0}})}
+    state = {**net.state_dict(), "tuned_step_sizes": best_step_sizes({5: {0.0: 0.0}}, True)}
     (adapted,) = list(oracle.adapt(suite, state, batch, 0))
     assert torch.equal(adapted.params["task_features"], batch.features)
 

@@ -21,13 +21,13 @@ def frame(values, learner="maml", shots=5, step=1):
                          "task": range(len(values)), "value": values})
 
 
-def verdict(new, reference=REFERENCE, **kwargs):
-    (row,) = regression.compare(frame(reference), frame(new), **kwargs).itertuples()
+def verdict(new, reference=REFERENCE, lower_is_better=True, **kwargs):
+    (row,) = regression.compare(frame(reference), frame(new), lower_is_better, **kwargs).itertuples()
     return row.verdict
 
 
 def test_identical_scores_are_the_same_with_p_1():
-    result = regression.compare(frame(REFERENCE), frame(REFERENCE.copy()))
+    result = regression.compare(frame(REFERENCE), frame(REFERENCE.copy()), True)
     assert result.verdict.tolist() == ["same"] and result.p_value.tolist() == [1.0]
     assert result.mean_diff.tolist() == [0.0]
 
@@ -66,32 +66,63 @@ def test_direction_is_a_parameter_for_metrics_where_higher_is_better():
     assert verdict(accuracy * 1.1, reference=accuracy, lower_is_better=False) == "better"
 
 
+def test_where_higher_is_better_a_diverged_task_is_minus_infinity_and_worse():
+    accuracy = RNG.uniform(50, 90, size=100)
+    scores = frame(np.where(np.arange(100) % 2 == 0, math.nan, accuracy))
+    reduced = regression.reduce(scores, lower_is_better=False)
+    assert (reduced.value[::2] == -math.inf).all()
+    assert verdict(reduced.value.to_numpy(), reference=accuracy, lower_is_better=False) == "worse"
+    assert verdict(accuracy, reference=reduced.value.to_numpy(), lower_is_better=False) == "better"
+    both = accuracy.copy()
+    both[:3] = -math.inf
+    assert verdict(both, reference=both.copy(), lower_is_better=False) == "same"
+
+
+def test_relative_worsening_of_negative_returns():
+    assert regression.relative_worsening(-20.0, -25.0, lower_is_better=False) == pytest.approx(0.25)
+    assert regression.relative_worsening(-20.0, -15.0, lower_is_better=False) == pytest.approx(-0.25)
+    assert regression.relative_worsening(-20.0, -math.inf, lower_is_better=False) == math.inf
+
+
+def test_where_higher_is_better_the_seed_spread_bounds_from_below():
+    accuracy = RNG.uniform(50, 90, size=100)
+    lower = accuracy - 0.1 * accuracy.mean()  # every task 10% worse: significant and beyond the tolerance
+    centre = accuracy.mean()
+    def spread(sd):
+        centres = centre + sd * np.array([-1.5, -1, -0.5, 0, 0, 0.5, 1, 1.5])
+        return pd.DataFrame({"learner": "maml", "metric": "mse", "shots": 5, "step": 1, "seed": range(8),
+                             "centre": centres})
+    assert verdict(lower, reference=accuracy, lower_is_better=False, seeds=spread(0.5)) == "worse"
+    assert verdict(lower, reference=accuracy, lower_is_better=False, seeds=spread(5.0)) == "same"  # within the spread
+    assert verdict(accuracy + 0.1 * centre, reference=accuracy, lower_is_better=False, seeds=spread(0.5)) == "better"
+
+
 def test_bonferroni_correction_over_the_cells_compared():
     reference, new = np.ones(8), np.full(8, 2.0)  # 8 tasks all worse: exact one-sided p = 1/256
-    one = regression.compare(frame(reference), frame(new))
+    one = regression.compare(frame(reference), frame(new), True)
     assert one.verdict.tolist() == ["worse"] and one.p_value[0] == pytest.approx(1 / 256)
     cells = lambda values: pd.concat([frame(values, step=step) for step in (0, 1, 2)])
-    three = regression.compare(cells(reference), cells(new))  # 3/256 > 0.01
+    three = regression.compare(cells(reference), cells(new), True)  # 3/256 > 0.01
     assert three.verdict.tolist() == ["same"] * 3 and three.p_value[0] == pytest.approx(3 / 256)
 
 
 def test_cells_without_reference_are_reported_and_not_counted():
     reference, new = frame(np.ones(8)), pd.concat([frame(np.full(8, 2.0)), frame(np.ones(8), learner="other")])
-    result = regression.compare(reference, new).set_index("learner")
+    result = regression.compare(reference, new, True).set_index("learner")
     assert result.verdict.to_dict() == {"maml": "worse", "other": "no reference"}
     assert math.isnan(result.loc["other", "ref_mean"]) and result.loc["maml", "p_value"] == pytest.approx(1 / 256)
 
 
 def test_a_reference_that_does_not_match_the_protocol_is_a_usage_error():
     with pytest.raises(UsageError, match="test tasks differ"):
-        regression.compare(frame(np.ones(8)), frame(np.ones(10)))
+        regression.compare(frame(np.ones(8)), frame(np.ones(10)), True)
     with pytest.raises(UsageError, match="no such cell"):
-        regression.compare(pd.concat([frame(np.ones(8)), frame(np.ones(8), step=10)]), frame(np.ones(8)))
+        regression.compare(pd.concat([frame(np.ones(8)), frame(np.ones(8), step=10)]), frame(np.ones(8)), True)
 
 
 def test_reduce_keeps_steps_0_1_5_and_the_last_rounded_with_diverged_tasks_as_inf():
     scores = pd.concat([frame([1 / 3, math.nan], step=step) for step in range(11)]).assign(run_id="r")
-    reduced = regression.reduce(scores)
+    reduced = regression.reduce(scores, True)
     assert list(reduced.columns) == regression.COLUMNS
     assert sorted(set(reduced.step)) == [0, 1, 5, 10]
     assert reduced.value.tolist()[:2] == [0.333333, math.inf]
@@ -99,7 +130,7 @@ def test_reduce_keeps_steps_0_1_5_and_the_last_rounded_with_diverged_tasks_as_in
 
 def test_reference_file_round_trip_with_infinities(tmp_path):
     path = tmp_path / "sinusoid-smoke.csv"
-    reference = regression.reduce(pd.concat([frame([0.123456789, math.inf, 2e-9], step=s) for s in (0, 1, 2)]))
+    reference = regression.reduce(pd.concat([frame([0.123456789, math.inf, 2e-9], step=s) for s in (0, 1, 2)]), True)
     regression.write_reference(path, reference)
     assert path.read_text().splitlines()[:3] == ["learner,metric,shots,step,task,value", "maml,mse,5,0,0,0.123457",
                                                  "maml,mse,5,0,1,inf"]
@@ -125,6 +156,18 @@ def test_malformed_reference_files_are_usage_errors(tmp_path, text, message):
     with pytest.raises(UsageError, match=message) as caught:
         regression.load_reference(path)
     assert "--update" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_reference_file_names_carry_the_config_overrides_sorted_by_key(tmp_path):
+    overrides = {"meta_iterations": "50", "eval_tasks": "200"}
+    assert regression.reference_path(tmp_path, "omniglot", "quick", overrides) == \
+        tmp_path / "omniglot-quick-eval_tasks=200-meta_iterations=50.csv"
+    assert regression.seeds_path(tmp_path, "omniglot", "quick", overrides) == \
+        tmp_path / "omniglot-quick-eval_tasks=200-meta_iterations=50-seeds.csv"
+    assert regression.reference_path(tmp_path, "sinusoid", "quick") == tmp_path / "sinusoid-quick.csv"
+    for bad in ({"data": "a/b"}, {"meta_lr": ""}, {"k y": "1"}):
+        with pytest.raises(UsageError, match="letters, digits"):
+            regression.reference_path(tmp_path, "sinusoid", "quick", bad)
 
 
 def test_missing_reference_file_says_to_update_first(tmp_path):
@@ -166,6 +209,16 @@ def test_check_end_to_end_update_pass_fail_and_no_reference(tmp_path, capsys, mo
     assert set(pd.read_csv(tmp_path / "ref" / "sinusoid-smoke.csv").learner) == {"maml", "fomaml"}
 
 
+def test_check_with_overrides_has_its_own_reference(tmp_path, capsys):
+    assert check(tmp_path, "runs", "--set", "meta_iterations=3", "--update") == 0
+    assert [p.name for p in (tmp_path / "ref").iterdir()] == ["sinusoid-smoke-meta_iterations=3.csv"]
+    capsys.readouterr()
+    assert check(tmp_path, "runs", "--set", "meta_iterations=3") == 0
+    assert capsys.readouterr().out.count("| same ") == 9
+    assert check(tmp_path, "runs") == 2  # the profile without the override: another config, no reference
+    assert "--update first" in capsys.readouterr().err
+
+
 def test_check_update_records_the_seed_spread_and_the_check_uses_it(tmp_path, capsys):
     assert check(tmp_path, "runs", "--update", "--spread-seeds", "3") == 0
     spread = pd.read_csv(tmp_path / "ref" / "sinusoid-smoke-seeds.csv")
@@ -189,6 +242,8 @@ BAD = [
     (["--profile", "huge"], "unknown profile 'huge'"),
     ([], "--update first"),
     (["--spread-seeds", "3"], "use it with --update"),
+    (["--set", "meta_iterations"], "not KEY=VALUE"),
+    (["--set", "bogus=1"], "unknown key"),
 ]
 
 

@@ -1,10 +1,13 @@
 """The runner's guarantees, with learners defined in the test and a registry built by hand."""
 import math
 
+import pytest
 import torch
 
 from harness import runner
+from harness.errors import UsageError
 from harness.plugins import Provided, Registry
+from harness.protocols import Score
 from harness.store import Store
 from plugins.sinusoid import Sinusoid
 
@@ -87,7 +90,7 @@ def test_diverged_test_tasks_are_stored_and_reported(tmp_path):
     values = store.scores([prepared.run_id]).set_index(["shots", "step"]).value
     assert values.loc[5, 0].notna().all() and values.loc[5, 2].isna().all()
     spec = TableSpec("t", "t", "sinusoid", "mse", {"5-shot": 5}, {"0 steps": 0, "2 steps": 2}, {"ours": "exploding"})
-    table = build(spec, store).set_index("column")
+    table = build(spec, store, True).set_index("column")
     assert table.loc["0 steps", "diverged"] == 0 and table.loc["2 steps", "diverged"] == 20
     assert math.isinf(table.loc["2 steps", "mean"])
 
@@ -170,16 +173,34 @@ def test_a_resumed_run_s_progress_bar_starts_at_its_checkpoint_and_times_only_th
     assert resumed.n == 10 and resumed.format_dict["initial"] == 5  # tqdm's rate counts n - initial: 5 iterations
 
 
-def test_an_option_with_a_none_default_keeps_the_identity_of_runs_and_reads_set_values_as_what_they_are():
+def test_an_option_with_a_none_default_keeps_the_identity_of_runs_and_reads_set_values_by_its_declaration():
+    from harness.config import Key
+
     class Optioned(Sinusoid):
         profiles = {name: {**p, "new_option": None} for name, p in Sinusoid.profiles.items()}
+        keys = {"new_option": Key(bool, "an option added after runs were stored", optional=True)}
 
     reg = Registry(suites={"sinusoid": Provided("sinusoid", Optioned, "test")},
                    learners={"untrained": Provided("untrained", Untrained, "test")})
     plain = runner.prepare(runner.RunSpec("sinusoid", "untrained", "smoke"), reg)
     without = {k: v for k, v in plain.config.items() if k != "new_option"}
     assert plain.config["new_option"] is None and plain.run_id == runner.run_id(plain.spec, without)
-    for raw, value in [("true", True), ("off", False), ("3", 3), ("0.5", 0.5), ("rllab", "rllab")]:
+    for raw, value in [("true", True), ("off", False), ("none", None)]:
         setting = runner.prepare(runner.RunSpec("sinusoid", "untrained", "smoke", overrides={"new_option": raw}), reg)
-        assert type(setting.config["new_option"]) is type(value) and setting.config["new_option"] == value
-        assert setting.run_id != plain.run_id
+        assert setting.config["new_option"] is value
+        assert (setting.run_id == plain.run_id) == (value is None)
+
+
+def test_a_run_whose_scores_cannot_be_stored_is_failed_not_left_running(tmp_path, monkeypatch):
+    """Scores the store refuses (e.g. a test task scored twice: the store's primary key) fail the run; before, the
+    error came after the run's try block and left it marked "running" forever."""
+    reg = Registry(learners={"untrained": Provided("untrained", Untrained, "test")},
+                   suites={"sinusoid": Provided("sinusoid", Sinusoid, "test")})
+    store = Store(tmp_path)
+    prepared = runner.prepare(runner.RunSpec("sinusoid", "untrained", "smoke"), reg)
+    finish = store.finish
+    twice = [Score(0, 5, 0, "mse", 1.0)] * 2  # (Untrained adapts to nothing: it scores no task of its own)
+    monkeypatch.setattr(store, "finish", lambda run_id, scores: finish(run_id, [*scores, *twice]))
+    with pytest.raises(UsageError, match="cannot|could not|constraint|UNIQUE"):
+        runner.execute(prepared, store, tmp_path, "test", runner.tqdm_progress(False))
+    assert store.status(prepared.run_id) == "failed"

@@ -13,7 +13,6 @@ SPEC = TableSpec(
     "t", "t", "sinusoid", "return", {"5-shot": 5}, STEPS, {"M": "m", "P": "p", "O": "o"},
     paper=[PaperCell("5-shot", "M", "1 step", 7.0), PaperCell("5-shot", "P", "1 step", 4.0),
            PaperCell("5-shot", "O", "0 steps", 10.0)],
-    lower_is_better=False,
     comparisons=(Comparison("M", "1 step", "P", "3 steps"), Comparison("M", "1 step", "P", "1 step", ("O", "0 steps"))))
 
 
@@ -35,9 +34,9 @@ def store_of(tmp_path, learners: dict[str, float]) -> tuple[Store, dict[tuple[st
 
 def test_comparisons_pair_cells_across_columns_and_give_the_share_of_the_gap_closed(tmp_path):
     store, values = store_of(tmp_path, {"m": 10.0, "p": 4.0, "o": 20.0})
-    frame = build(SPEC, store)
+    frame = build(SPEC, store, False)
     versus, gap = frame.attrs["comparisons"]
-    diff = summarize(values["m", 1] - values["p", 3])  # task by task: the same test tasks
+    diff = summarize(values["m", 1] - values["p", 3], False)  # task by task: the same test tasks
     assert versus == ("- 5-shot: M after 1 step minus P after 3 steps, paired on the same test tasks: "
                       f"{describe(diff.mean, diff.ci95, diff.n, diff.diverged)}")
     m1, p1, o0 = values["m", 1].mean(), values["p", 1].mean(), values["o", 0].mean()
@@ -48,14 +47,15 @@ def test_comparisons_pair_cells_across_columns_and_give_the_share_of_the_gap_clo
 
 def test_a_comparison_without_its_runs_says_what_is_missing(tmp_path):
     store, _ = store_of(tmp_path / "no-oracle", {"m": 10.0, "p": 4.0})
-    _, gap = build(SPEC, store).attrs["comparisons"]
+    _, gap = build(SPEC, store, False).attrs["comparisons"]
     assert "paired on the same test tasks" in gap and gap.endswith("not yet (O after 0 steps has no finished run)")
     store, _ = store_of(tmp_path / "no-pretrain", {"m": 10.0})
-    assert build(SPEC, store).attrs["comparisons"] == [
+    assert build(SPEC, store, False).attrs["comparisons"] == [
         "- 5-shot: M after 1 step against P after 3 steps: not yet (P after 3 steps has no finished run)",
         "- 5-shot: M after 1 step against P after 1 step: not yet (P after 1 step has no finished run)"]
     store, _ = store_of(tmp_path / "none", {"o": 20.0})
-    assert build(SPEC, store).attrs["comparisons"] == [] and "Comparisons" not in markdown(SPEC, build(SPEC, store))
+    frame = build(SPEC, store, False)
+    assert frame.attrs["comparisons"] == [] and "Comparisons" not in markdown(SPEC, frame)
 
 
 def test_tables_name_each_baseline_s_tuned_step_size_and_flag_one_at_the_edge_of_its_grid(tmp_path):
@@ -65,7 +65,7 @@ def test_tables_name_each_baseline_s_tuned_step_size_and_flag_one_at_the_edge_of
     store.record("sinusoid-p-paper-s0", "tuned_step_sizes", {"5": 0.5, "10": 0.1})
     store.record("sinusoid-o-paper-s0", "step_size_validation", {"5": grid})
     store.record("sinusoid-o-paper-s0", "tuned_step_sizes", {"5": 0.1})
-    frame = build(SPEC, store)
+    frame = build(SPEC, store, False)
     cells = frame.set_index(["row", "column"]).step_size
     assert cells["P", "1 step"] == cells["P", "3 steps"] == "0.5 (the largest candidate)"
     assert cells["O", "1 step"] == "0.1"  # inside the grid: no mark

@@ -30,7 +30,7 @@ def normal(seed: int, loc: float = 1.0, scale: float = 0.5) -> np.ndarray:
 
 
 def cells(store: Store) -> pd.DataFrame:
-    return build(SPEC, store).set_index("row")
+    return build(SPEC, store, True).set_index("row")
 
 
 def test_several_seeds_pool_the_values_bootstrap_the_interval_and_give_the_seed_spread(tmp_path):
@@ -52,12 +52,12 @@ def test_one_seed_cells_are_the_summary_over_tasks_as_before(tmp_path):
     a[3], b[3] = np.nan, np.nan  # task 3 diverged in both: inf - inf, left out of the difference
     table = cells(store_of(tmp_path, {("a", 0): a, ("b", 0): b}))
     for row, values in (("a", a), ("b", b)):
-        old = summarize(values)
+        old = summarize(values, True)
         got = table.loc[row]
         assert (got["mean"], got["ci95"], got["n"], got["median"], got["over_10x_median"], got["diverged"]) == \
             (old.mean, old.ci95, old.n, old.median, old.over_10x_median, old.diverged)
         assert got["n_seeds"] == 1 and pd.isna(got["seed_sd"]) and math.isinf(got["mean"])
-    diff = summarize(np.delete(a - b, 3))
+    diff = summarize(np.delete(a - b, 3), True)
     assert (table.loc["a", "paired_diff"], table.loc["a", "paired_diff_ci95"]) == (diff.mean, diff.ci95)
     assert table.loc["a", "paired_seeds"] == "0" and pd.isna(table.loc["a", "paired_diff_seed_sd"])
     assert (table.loc["a", "paired_n"], table.loc["a", "paired_diverged"]) == (TASKS - 1, 0)
@@ -96,7 +96,7 @@ def test_a_row_is_paired_with_the_base_learners_runs_of_its_own_profile(tmp_path
 
 def test_tables_over_several_seeds_are_deterministic_and_say_how_they_pooled(tmp_path):
     store = store_of(tmp_path, {(learner, s): normal(10 * i + s) for i, learner in enumerate("ab") for s in range(3)})
-    first, second = build(SPEC, store), build(SPEC, store)
+    first, second = build(SPEC, store, True), build(SPEC, store, True)
     pd.testing.assert_frame_equal(first, second)
     text = markdown(SPEC, first)
     assert text == markdown(SPEC, second)
@@ -105,7 +105,7 @@ def test_tables_over_several_seeds_are_deterministic_and_say_how_they_pooled(tmp
 
 
 def test_one_seed_markdown_says_nothing_of_seeds(tmp_path):
-    text = markdown(SPEC, build(SPEC, store_of(tmp_path, {("a", 0): normal(0), ("b", 0): normal(1)})))
+    text = markdown(SPEC, build(SPEC, store_of(tmp_path, {("a", 0): normal(0), ("b", 0): normal(1)}), True))
     assert SEVERAL_SEEDS not in text and "seed sd" not in text and "same seed" not in text
 
 

@@ -13,26 +13,33 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch.func import vmap
 
-from harness.checkpoints import MODEL, TRAIN
+from harness.checkpoints import MODEL, TRAIN, load_tensors
+from harness.errors import UsageError
 from harness.functional import inner_loop
 from harness.plugins import registry
-from harness.store import Store
+from harness.store import DB_NAME, Store
 from plugins.rl.policy_gradient import split, support_of
 from plugins.rl.trainer import batched
 
 
 def stored_config(run_dir: Path) -> dict:
-    """The run's config with its suite and learner, from the store beside it."""
+    """The run's config with its suite and learner, from the store beside it (a UsageError where there is none)."""
+    if not (run_dir.parent / DB_NAME).is_file():
+        raise UsageError(f"no results store beside {run_dir}; give the folder of a run in a store's --out")
     store = Store(run_dir.parent)
     try:
-        run = store.runs(status=None).set_index("run_id").loc[run_dir.name]
+        runs = store.runs(status=None).set_index("run_id")
     finally:
         store.close()
+    if run_dir.name not in runs.index:
+        raise UsageError(f"{run_dir.parent / DB_NAME} has no run {run_dir.name}; give the folder of a run in it")
+    run = runs.loc[run_dir.name]
     return {**json.loads(run.config), "suite": run.suite, "learner": run.learner, "profile": run.profile,
             "seed": int(run.seed)}
 
@@ -43,11 +50,12 @@ def context_step(run_dir: Path, n_tasks: int) -> None:
     suite, learner = reg.suite(config["suite"])(config), reg.learner(config["learner"])(config)
     torch.set_num_threads(config["threads"])
     net = learner.network(suite, "cpu")
-    if (run_dir / MODEL).exists():
-        state, source = torch.load(run_dir / MODEL, weights_only=True), "trained model"
-    else:
-        checkpoint = torch.load(run_dir / TRAIN, weights_only=False)
+    if (model := load_tensors(run_dir / MODEL)) is not None:
+        state, source = model, "trained model"
+    elif (checkpoint := load_tensors(run_dir / TRAIN)) is not None:
         state, source = checkpoint["model"], f"training checkpoint after iteration {checkpoint['iteration']}"
+    else:
+        raise UsageError(f"{run_dir} holds neither {MODEL} nor {TRAIN}; give a run that has trained")
     net.load_state_dict(state)
     generator = torch.Generator().manual_seed(12345)
     tasks = suite.sample_tasks(n_tasks, generator)
@@ -95,5 +103,15 @@ def tell_apart(step: torch.Tensor, sign: torch.Tensor) -> float:
     return right / len(step)
 
 
+def main(argv: Sequence[str]) -> int:
+    """`context_step` of the run folder and task count in `argv`; a bad run is one line on stderr, exit status 2."""
+    try:
+        context_step(Path(argv[0]), int(argv[1]) if len(argv) > 1 else 20)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    context_step(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 20)
+    sys.exit(main(sys.argv[1:]))

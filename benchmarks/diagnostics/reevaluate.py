@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from harness.checkpoints import CONFIG, MODEL
-from harness.config import coerce, parse_assignments
+from harness.checkpoints import CONFIG, MODEL, load_tensors
+from harness.config import declarations, parse_assignments
 from harness.plugins import registry
 from harness.runner import tqdm_progress
 
@@ -25,14 +25,15 @@ def mean_by_step(run_dir: Path, overrides: dict[str, str]) -> dict[int, float]:
     """The mean score per step over the test tasks of the model in `run_dir`, its config changed by `overrides`."""
     config = json.loads((run_dir / CONFIG).read_text())
     reg = registry()
-    current = reg.suite(config["suite"]).profiles[config["profile"]]  # for keys newer than the run
+    keys = declarations(reg.suite(config["suite"]), reg.learner(config["learner"]))  # keys newer than the run too
     for key, raw in overrides.items():
-        if key not in config and key not in current:
+        if key not in keys:
             raise SystemExit(f"error: unknown config key {key!r} for {run_dir.name}")
-        config[key] = coerce(key, raw, config.get(key, current.get(key)))
+        config[key] = keys[key].parse(key, raw)
+        keys[key].check(key, config[key])
     suite, learner = reg.suite(config["suite"])(config), reg.learner(config["learner"])(config)
     torch.set_num_threads(config["threads"])
-    state = torch.load(run_dir / MODEL, weights_only=True)
+    state = load_tensors(run_dir / MODEL)
     totals: dict[int, list[float]] = {}
     for score in suite.evaluator(torch.device("cpu")).evaluate(suite, learner, state, tqdm_progress(False)):
         totals.setdefault(score.step, []).append(score.value)

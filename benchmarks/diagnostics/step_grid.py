@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from harness.checkpoints import CONFIG, MODEL
+from harness.checkpoints import CONFIG, MODEL, load_tensors
 from harness.plugins import registry
 from plugins.rl.evaluation import validation_returns
 
@@ -27,7 +27,7 @@ def returns_beyond_grid(run_dir: Path, grid: tuple[float, ...]) -> dict[float, f
     suite, learner = reg.suite(config["suite"])(config), reg.learner(config["learner"])(config)
     torch.set_num_threads(config["threads"])
     net = learner.network(suite, "cpu")
-    state = torch.load(run_dir / MODEL, weights_only=True)
+    state = load_tensors(run_dir / MODEL)
     net.load_state_dict(state)
     return validation_returns(suite, net, config, features=learner.uses_features, grid=grid)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from harness.checkpoints import CONFIG, MODEL
+from harness.checkpoints import CONFIG, MODEL, load_tensors
 from harness.functional import step_sizes
 from harness.plugins import registry
 from harness.training import Adaptation
@@ -39,7 +39,7 @@ def curvature_report(run_dir: Path, fractions: list[float]) -> list[str]:
         run_config = {**config, "cg_subsample": fraction}
         suite = reg.suite(config["suite"])(run_config)
         net = learner.network(suite, "cpu")
-        net.load_state_dict(torch.load(run_dir / MODEL, weights_only=True))
+        net.load_state_dict(load_tensors(run_dir / MODEL))
         adaptation = Adaptation(step_sizes(config["inner_lr"], config["inner_steps"]), learner.adapted_names(net),
                                 config["first_order"])
         params = {k: p.detach() for k, p in net.params.items()}

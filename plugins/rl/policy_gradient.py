@@ -9,7 +9,7 @@ the REINFORCE surrogate, MAML's inner-loop loss for one task (`surrogate_loss`; 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +18,7 @@ import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from harness.config import Key
 from harness.protocols import Forward, Params
 
 
@@ -174,6 +175,13 @@ EnvFactory = Callable[[Tensor], BatchEnv]
 
 FILL_LIMIT = 4
 """With `fill_env_steps`, an env runs at most this many times the horizon to fill its task's batch."""
+
+ROLLOUT_KEYS: Mapping[str, Key] = {
+    "fill_env_steps": Key(bool, "count a task's batch in env steps of whole episodes (`rollout`)"),
+    "finish_begun": Key(bool, "with fill_env_steps, keep the episodes begun before the budget is spent (`rollout`)",
+                        optional=True),
+}
+"""The config keys of a suite that passes `rollout`'s options from its config (a suite's `keys` include them)."""
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
+from harness.config import Key
 from harness.errors import UsageError
 from harness.functional import inner_loop
 from harness.models import FunctionalModel
@@ -33,6 +34,21 @@ CURVE = ("iteration", "return", "backtracks", "kl")
 """The columns of the detail `training_curve`, one entry per meta-iteration: the mean return of the (adapted)
 policies' training paths before the step, and TRPO's step: backtracks (-1: rejected) and mean KL after (None when
 rejected)."""
+
+
+KEYS: Mapping[str, Key] = {
+    "trajectories": Key(int, "paths per task and step in meta-training", low=1),
+    "eval_trajectories": Key(int, "paths per task and step at test time and in step-size tuning", low=1),
+    "gamma": Key(float, "discount of returns", above=0, high=1),
+    "max_kl": Key(float, "TRPO's bound on the mean KL of a step", above=0),
+    "cg_iters": Key(int, "conjugate-gradient iterations of a TRPO step", low=1),
+    "cg_damping": Key(float, "damping added to the KL's curvature", above=0),
+    "cg_subsample": Key(float, "fraction of the meta-batch's tasks the KL's curvature is measured on", above=0, high=1),
+    "backtrack_ratio": Key(float, "factor of each backtracking step of the line search", above=0, below=1),
+    "max_backtracks": Key(int, "backtracking steps of the line search before a step is rejected", low=1),
+    "keep_best": Key(bool, "keep the iterate with the best training return instead of the last"),
+}
+"""The config keys of an RL suite that `TRPOTrainer` and the RL evaluation read (a suite's `keys` include them)."""
 
 
 def batched(params: Params, n: int) -> Params:

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from harness import checkpoints
+from harness.errors import UsageError
 from harness.figures import new_figure, save
 from harness.plugins import Registry
 from harness.store import Store
@@ -48,12 +48,14 @@ def training_curves(store: Store, runs_dir: Path, suite: str, profile: str | Non
 
 def _returns(store: Store, runs_dir: Path, run: Any) -> np.ndarray | None:
     """The training return per meta-iteration of `run` (a row of `Store.runs`): its detail if done, else its
-    checkpoint's curve; None when it has neither."""
+    checkpoint's curve; None when it has neither, or its checkpoint cannot be read (`status` names that file)."""
     if run.status == "done":
         curve = store.details(run.run_id).get("training_curve")
     else:
-        path = runs_dir / run.run_id / checkpoints.TRAIN
-        curve = torch.load(path, weights_only=True).get("curve") if path.exists() else None
+        try:
+            curve = (checkpoints.load_tensors(runs_dir / run.run_id / checkpoints.TRAIN) or {}).get("curve")
+        except UsageError:
+            curve = None
     if not curve or not curve.get("return"):
         return None
     return np.array([np.nan if r is None else float(r) for r in curve["return"]])
