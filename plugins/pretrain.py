@@ -27,6 +27,15 @@ from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
 from harness.training import adaptation_step_sizes, trainer_for
 
 
+def pooled_classifier(suite: Suite, config: Mapping[str, Any], ctx: TrainContext) -> FunctionalModel:
+    """A classifier over all training classes of a classification suite (`Suite.pooled_classes`), trained jointly
+    on every example of the training tasks by the suite's trainer: the body the fine-tuning baseline fine-tunes and
+    `nearest-neighbour` embeds with."""
+    pooled = FunctionalModel(suite, ctx.device, outputs=suite.pooled_classes)
+    trainer_for(suite, config).train(pooled, ctx)
+    return pooled
+
+
 class Pretrain:
     name = "pretrain"
     description = "one network trained on all tasks, fine-tuned with a tuned step size"
@@ -50,9 +59,7 @@ class Pretrain:
     def meta_train(self, suite: Suite, ctx: TrainContext) -> dict[str, Tensor]:
         net = self.network(suite, ctx.device)
         if self.trains and suite.pooled_classes:
-            pooled = FunctionalModel(suite, ctx.device, outputs=suite.pooled_classes)
-            self.train(suite, pooled, ctx)
-            ctx.record("fresh_head", net.load_body(pooled))
+            ctx.record("fresh_head", net.load_body(pooled_classifier(suite, self.config, ctx)))
         elif self.trains:
             self.train(suite, net, ctx)
         tuned = trainer_for(suite, self.config).step_sizes(net, ctx, features=self.uses_features)

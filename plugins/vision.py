@@ -43,6 +43,18 @@ def conv_net(in_channels: int, outputs: int, filters: int = 64, blocks: int = 4)
     return nn.Sequential(*layers, SpatialMean(), nn.Linear(filters, outputs))
 
 
+def pooled_conv_net(in_channels: int, outputs: int, size: int = 84, filters: int = 32, blocks: int = 4,
+                    ) -> nn.Sequential:
+    """The MiniImagenet net: `blocks` x [3x3 conv (stride 1, zero padding 1), batch-statistics norm, ReLU, 2x2 max-pool
+    (stride 2, dropping an odd last row and column)], flattened into a linear head on `filters * (size // 2**blocks)**2`
+    features (32 * 5 * 5 for 84x84 inputs). The input is `size` x `size`."""
+    layers: list[nn.Module] = []
+    for i in range(blocks):
+        layers += [nn.Conv2d(in_channels if i == 0 else filters, filters, 3, padding=1, bias=False),
+                   BatchStatNorm(filters), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(filters * (size // 2**blocks) ** 2, outputs))
+
+
 def fc_net(inputs: int, outputs: int, hidden: tuple[int, ...] = (256, 128, 64, 64)) -> nn.Sequential:
     """Flatten, then [linear, batch-statistics norm, ReLU] per hidden width, then a linear head."""
     layers: list[nn.Module] = [nn.Flatten()]

@@ -1,4 +1,5 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,26 @@ def omniglot(omniglot_cache, monkeypatch) -> Path:
     """The prepared real Omniglot as the harness's cache for this test (HARNESS_CACHE)."""
     monkeypatch.setenv("HARNESS_CACHE", str(omniglot_cache))
     return omniglot_cache
+
+
+@pytest.fixture(scope="session")
+def miniimagenet_cache(tmp_path_factory) -> Iterator[Path]:
+    """A cache with the real MiniImagenet prepared by `python -m harness data prepare miniimagenet` (once per session;
+    its 1.27 GB array is removed at the end of the session)."""
+    import shutil
+
+    from harness.cli import main
+
+    if not REAL_DATA:
+        pytest.skip("set HARNESS_DATA to the folder holding miniimagenet/ (CI does)")
+    cache = tmp_path_factory.mktemp("cache")
+    assert main(["data", "prepare", "miniimagenet", "--data-dir", REAL_DATA, "--cache", str(cache)]) == 0
+    yield cache
+    shutil.rmtree(cache / "miniimagenet", ignore_errors=True)
+
+
+@pytest.fixture
+def miniimagenet(miniimagenet_cache, monkeypatch) -> Path:
+    """The prepared real MiniImagenet as the harness's cache for this test (HARNESS_CACHE)."""
+    monkeypatch.setenv("HARNESS_CACHE", str(miniimagenet_cache))
+    return miniimagenet_cache

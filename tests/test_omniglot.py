@@ -23,8 +23,8 @@ def suite(setting="5way-1shot", profile="smoke", **overrides):
                            overrides={k: str(v) for k, v in overrides.items()}), REG).suite
 
 
-def test_the_applicable_learners_are_the_papers_and_oracle_is_refused(capsys):
-    assert LEARNERS == ["context", "fomaml", "maml", "pretrain", "scratch"]
+def test_the_applicable_learners_are_the_papers_and_the_nearest_neighbour_and_oracle_is_refused(capsys):
+    assert LEARNERS == ["context", "fomaml", "maml", "nearest-neighbour", "pretrain", "scratch"]
     assert main(["run", "--suite", "omniglot", "--learners", "oracle", "--profile", "smoke"]) == 2
     assert "does not apply" in capsys.readouterr().err
     assert main(["list"]) == 0
