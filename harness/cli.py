@@ -84,15 +84,13 @@ def _check_writable_dir(path: Path, flag: str) -> None:
 
 
 def _writable_dir(path: Path, flag: str) -> Path:
-    """`path` created if needed; a path that cannot be a writable directory is a UsageError."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path} is a file, not a directory; give a directory")
+    """`path` created if needed (`_check_writable_dir` first); a path that cannot be a writable directory is a
+    UsageError."""
+    _check_writable_dir(path, flag)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{flag} {path} cannot be created ({exc.strerror}); give a writable directory") from None
-    if not os.access(path, os.W_OK):
-        raise UsageError(f"{flag} {path} is not writable; give a writable directory")
     return path
 
 

@@ -138,7 +138,12 @@ def download(url: str, target: Path, md5: str, timeout: float = 60.0) -> Path:
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
+    return file_digest(path, "md5")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of `path`'s bytes by `algorithm` (a `hashlib` name), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

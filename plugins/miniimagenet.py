@@ -30,7 +30,7 @@ from harness.evaluation import FewShotEvaluator
 from harness.protocols import Learner, Progress, Score, Suite, TaskBatch
 from harness.seeding import generator
 from plugins.miniimagenet_data import FOLDER, SIZE, MiniImagenetData, load_split
-from plugins.vision import pooled_conv_net
+from plugins.vision import ImageClassification, pooled_conv_net
 
 EPISODES = Path(__file__).parent / "reference" / "miniimagenet-test-episodes.json"
 """sha256 of the 600 frozen test episodes of each setting (`MiniImagenet.test_episodes_digest`)."""
@@ -51,14 +51,13 @@ other). 50 validation tasks: the core's step-size tuning (`harness.finetune`) sc
 0.2 GB of activations per task."""
 
 
-class MiniImagenet:
+class MiniImagenet(ImageClassification):
     """MiniImagenet 5-way K-shot classification (paper section 5.2), 4-block conv net with max-pooling, accuracy (%)."""
 
     name = "miniimagenet"
     kind = "supervised"
     problem = "classification"
-    metric = "accuracy"
-    lower_is_better = False
+    size = SIZE
     feature_names = ()
     settings = {f"5way-{k}shot": _setting(k) for k in (1, 5)}
     profiles = {
@@ -103,22 +102,6 @@ class MiniImagenet:
 
     def make_model(self, extra_inputs: int = 0, outputs: int | None = None) -> nn.Module:
         return pooled_conv_net(3 + extra_inputs, outputs or self.ways, size=SIZE)
-
-    def context_shape(self, size: int) -> tuple[int, ...]:
-        """A learned context of `size` free 84x84 channels (paper: z "concatenated channel-wise with the input
-        image"): batch norm on batch statistics would cancel constant channels."""
-        return (size, SIZE, SIZE)
-
-    def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
-        """`extra` as extra channels of every image: free channels [c, 84, 84] as they are, a vector as constants."""
-        planes = extra if extra.dim() == 3 else extra.view(-1, 1, 1).expand(-1, *x.shape[2:])
-        return torch.cat([x, planes.expand(x.shape[0], -1, -1, -1)], dim=1)
-
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(outputs, targets)
-
-    def score(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return (outputs.argmax(-1) == targets).float().flatten(1).mean(1) * 100
 
     def sample(self, split: str, n_tasks: int, generator: torch.Generator, shots: int, query: int) -> TaskBatch:
         """Episodes: `ways` distinct classes of `split`, `shots` support and `query` query images of each (distinct

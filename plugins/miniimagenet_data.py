@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from harness.data import build_atomically
+from harness.data import build_atomically, file_digest
 from harness.errors import UsageError
 from harness.files import write_atomic, write_text
 
@@ -144,7 +144,7 @@ def read_manifest(source: Path, names: Sequence[str]) -> Mapping[str, str] | Non
                              "MANIFEST.sha256 of these images there, or remove it to skip the check")
         digests[fields[1].lstrip("*")] = fields[0].lower()
     for csv_name in (f"{split}.csv" for split in SPLITS):
-        if csv_name in digests and file_sha256(source / csv_name) != digests[csv_name]:
+        if csv_name in digests and file_digest(source / csv_name, "sha256") != digests[csv_name]:
             raise UsageError(f"{source / csv_name} does not match its sha256 in {path}; put the original file there")
     expected = {f"images/{name}": digests.get(f"images/{name}", "") for name in names}
     if absent := [name for name, digest in expected.items() if not digest]:
@@ -152,14 +152,6 @@ def read_manifest(source: Path, names: Sequence[str]) -> Mapping[str, str] | Non
                          f"data; put the MANIFEST.sha256 of these images there, or remove it to skip the check")
     print(f"checking every image against {path} (sha256 of about 200 MB, while decoding)", file=sys.stderr)
     return expected
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_pixels(f: BinaryIO, paths: Sequence[Path], expected: Mapping[str, str] | None) -> None:

@@ -24,7 +24,7 @@ from harness.errors import UsageError
 from harness.evaluation import FewShotEvaluator
 from harness.protocols import TaskBatch
 from plugins.omniglot_data import SIZE, OmniglotData, load_split
-from plugins.vision import conv_net, fc_net
+from plugins.vision import ImageClassification, conv_net, fc_net
 
 ROTATIONS = 4
 EPISODES = Path(__file__).parent / "reference" / "omniglot-test-episodes.json"
@@ -44,14 +44,13 @@ PAPER = {"meta_iterations": 60_000, "meta_lr": 1e-3, "eval_tasks": 600, "val_tas
          "rotate": True, "threads": 2, "compile": False}
 
 
-class Omniglot:
+class Omniglot(ImageClassification):
     """Omniglot N-way K-shot classification (paper section 5.2), conv or fully connected model, accuracy (%)."""
 
     name = "omniglot"
     kind = "supervised"
     problem = "classification"
-    metric = "accuracy"
-    lower_is_better = False
+    size = SIZE
     feature_names = ()
     settings = {f"{n}way-{k}shot": _setting(n, k) for n in (5, 20) for k in (1, 5)}
     profiles = {
@@ -99,23 +98,6 @@ class Omniglot:
         if self.config["model"] == "conv":
             return conv_net(channels, outputs)
         return fc_net(channels * SIZE * SIZE, outputs)
-
-    def context_shape(self, size: int) -> tuple[int, ...]:
-        """A learned context of `size` free 28x28 channels (paper: z "concatenated channel-wise with the input
-        image"). Not constant channels: batch norm on batch statistics subtracts a constant channel's whole effect
-        (with constant channels, context-vector adaptation stayed at 26% on 5-way 1-shot)."""
-        return (size, SIZE, SIZE)
-
-    def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
-        """`extra` as extra channels of every image: free channels [c, 28, 28] as they are, a vector as constants."""
-        planes = extra if extra.dim() == 3 else extra.view(-1, 1, 1).expand(-1, *x.shape[2:])
-        return torch.cat([x, planes.expand(x.shape[0], -1, -1, -1)], dim=1)
-
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(outputs, targets)
-
-    def score(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return (outputs.argmax(-1) == targets).float().flatten(1).mean(1) * 100
 
     def sample(self, split: str, n_tasks: int, generator: torch.Generator, shots: int, query: int) -> TaskBatch:
         """Episodes: `ways` distinct characters of `split`, each rotated by a random multiple of 90 degrees, with
