@@ -45,8 +45,9 @@ def worst_tasks(store: Store, reg: Registry, suite: str, learner: str, shots: in
                 "diverged": int((~at.map(math.isfinite)).sum())}
     table = pd.DataFrame({"step 1": wide[1], f"step {step}": at})
     suite_obj = reg.suite(suite)(json.loads(run.config))
-    tasks = suite_obj.evaluator(torch.device("cpu")).tasks(suite_obj)
-    if tasks.features is not None:
+    # only a suite with task features needs its test tasks built (600 MiniImagenet episodes would be 4 GB)
+    tasks = suite_obj.evaluator(torch.device("cpu")).tasks(suite_obj) if suite_obj.feature_names else None
+    if tasks is not None and tasks.features is not None:
         for name, column in zip(suite_obj.feature_names, tasks.features.T):
             table[name] = column.numpy()
             if lower:

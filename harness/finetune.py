@@ -17,6 +17,10 @@ from harness.evaluation import frozen_tasks
 from harness.functional import LossFn, adapt_batch
 from harness.protocols import Forward, Params, Suite
 
+CHUNK_INPUT_VALUES = 2**23
+"""Validation tasks are fine-tuned a chunk at a time, as many as hold at most this many input values (support and
+query): 4 MiniImagenet 5-way 1-shot tasks (about 1 GB of activations), every Omniglot or sinusoid task at once."""
+
 STEP_SIZES = (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5)
 """The default grid of step sizes to tune over; 0 (no fine-tuning) wins where every step only hurts."""
 
@@ -27,14 +31,19 @@ def validation_error(
     per_task: Params | None = None,
 ) -> float:
     """Mean score over tasks and steps 1..`steps` of fine-tuning with step size `lr` (the worst value, +inf or -inf by
-    the suite's direction, if it diverges)."""
-    errors = []
-    for step, adapted in enumerate(adapt_batch(loss_fn, params, support_x, support_y, [lr] * steps, adapt=adapt,
-                                               per_task=per_task)):
-        if step:
-            with torch.no_grad():
-                errors.append(suite.score(vmap(forward)(adapted, query_x), query_y).mean().item())
-    mean = sum(errors) / len(errors)
+    the suite's direction, if it diverges). Tasks are fine-tuned a chunk at a time (`CHUNK_INPUT_VALUES`)."""
+    tasks = len(query_x)
+    chunk = max(1, CHUNK_INPUT_VALUES // (support_x[0].numel() + query_x[0].numel()))
+    totals = [0.0] * steps
+    for start in range(0, tasks, chunk):
+        part = slice(start, start + chunk)
+        for step, adapted in enumerate(adapt_batch(
+                loss_fn, params, support_x[part], support_y[part], [lr] * steps, adapt=adapt,
+                per_task=None if per_task is None else {k: v[part] for k, v in per_task.items()})):
+            if step:
+                with torch.no_grad():
+                    totals[step - 1] += suite.score(vmap(forward)(adapted, query_x[part]), query_y[part]).sum().item()
+    mean = sum(totals) / (tasks * steps)
     return mean if math.isfinite(mean) else (math.inf if suite.lower_is_better else -math.inf)
 
 

@@ -100,6 +100,11 @@ class TableSpec:
 
     `rows` maps the paper's row labels to our learner names (None where no learner of ours produces that row);
     learners with runs on the suite but no paper row get a row under their own name.
+
+    `parts`: tables of other suites written below this one into the same files, each with its own settings, rows and
+    paper cells (the paper's Table 1: Omniglot, then MiniImagenet). Each names a suite of its own, which heads its
+    section of the Markdown and fills its cells' `suite` in the CSV; the parts share this table's title, metric
+    and direction (a part's own title is not shown).
     """
 
     name: str
@@ -113,6 +118,13 @@ class TableSpec:
     paired_with: str | None = None  # a row label: every other row also gets its paired difference from this row
     extra_rows: bool = True  # add a row for each learner with runs on the suite but no row of its own
     comparisons: Sequence[Comparison] = ()  # lines under the table (`Comparison`)
+    parts: Sequence[TableSpec] = ()
+
+    def __post_init__(self) -> None:
+        suites = [self.suite, *(part.suite for part in self.parts)]
+        if len(set(suites)) < len(suites) or any(part.parts for part in self.parts):
+            raise ValueError(f"table {self.name}: each part needs a suite of its own and no parts of its own, not "
+                             f"{suites}")
 
     def address(self, setting: str, row: str, column: str) -> Select | None:
         """The merged `Select` of a cell; None where the row has no learner of ours."""
@@ -253,7 +265,18 @@ def seed_columns(summary: Summary) -> dict[str, Any]:
 
 def build(spec: TableSpec, store: Store, lower_is_better: bool, profile: str | None = None,
           strays: Sequence[Checkpoint] = ()) -> pd.DataFrame:
-    """The long-form rows of `spec` from `store`, its metric better when lower by `lower_is_better` (the suite's
+    """The long-form rows of `spec` from `store` (`build_part`), then those of each of its `parts`, named like it."""
+    frames = [build_part(part, store, lower_is_better, profile, strays)
+              for part in (spec, *(replace(p, name=spec.name) for p in spec.parts))]
+    frame = pd.concat(frames, ignore_index=True) if spec.parts else frames[0]
+    frame.attrs = {"lower_is_better": lower_is_better,
+                   "comparisons": [line for part in frames for line in part.attrs["comparisons"]]}
+    return frame
+
+
+def build_part(spec: TableSpec, store: Store, lower_is_better: bool, profile: str | None = None,
+               strays: Sequence[Checkpoint] = ()) -> pd.DataFrame:
+    """The long-form rows of one table of one suite, `spec` (its `parts` aside), from `store`, its metric better when lower by `lower_is_better` (the suite's
     `Suite.lower_is_better`, carried in the frame's `attrs["lower_is_better"]`). Cells with several seeds: see the
     module's docstring; a cell whose run exists only as a stray checkpoint in `strays` says how far that got. With
     `spec.paired_with`, each row's paired difference from that row's learner (its runs of the same profile) on the
@@ -404,6 +427,38 @@ def _orderings(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
             "intervals still count):", "", *lines]
 
 
+def _part_views(spec: TableSpec, frame: pd.DataFrame, cell: Callable[[pd.Series], str],
+                several_budgets: bool) -> list[str]:
+    """The Markdown lines of one part of a table (its cells `frame`): the table of `cell`s; where any ran, a note on
+    several seeds where a cell has them, the medians, the orderings against the paper and the paired differences."""
+    lines = [_wide(frame, spec, cell)]
+    ran = frame.dropna(subset=["mean"])
+    if (ran.n_seeds > 1).any():
+        lines += ["", SEVERAL_SEEDS]
+    if not len(ran):
+        return lines
+    lower_is_better = frame.attrs["lower_is_better"]
+    if lower_is_better:
+        lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can dominate "
+                  "a mean):", "", _wide(ran, spec, lambda r: f"{fmt(r['median'])} / {r['over_10x_median']}")]
+    else:
+        lines += ["", f"Median {spec.metric} over test tasks:", "", _wide(ran, spec, lambda r: fmt(r["median"]))]
+    lines += _orderings(spec, frame)
+    paired = ran.dropna(subset=["paired_diff"])
+    if len(paired):
+        sign = "above" if lower_is_better else "below"
+        seeds = paired.paired_seeds.str.count(",") + 1
+        same_seed = " under the same seed, over the seeds both rows have" if (seeds > 1).any() else ""
+        budget = f", {spec.paired_with}'s run of the row's profile" if several_budgets else ""
+        lines += ["", f"Paired difference from {spec.paired_with} on the identical test tasks{same_seed} (row minus "
+                  f"{spec.paired_with}{budget}, mean ± 95% interval; an interval {sign} 0: {spec.paired_with} is "
+                  "better):", "",
+                  _wide(paired.assign(paired_n_seeds=seeds), spec,
+                        lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["paired_n"],
+                                           r["paired_diverged"], r["paired_n_seeds"], r["paired_diff_seed_sd"]))]
+    return lines
+
+
 def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     """The wide, human view: "ours ± ci (paper)" per cell with the profile and device that produced it (several
     seeds: "ours ± ci (seed sd s, k seeds) (paper)"), the robust view, paired differences, and the commands."""
@@ -447,29 +502,14 @@ def markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     if any(p != "paper" for p, _ in origins):
         lines += ["Cells of the smoke or quick profile are not at the paper's training budget; "
                   "`--profile paper` gives those.", ""]
-    lines.append(_wide(frame, spec, cell))
-    if (ran.n_seeds > 1).any():
-        lines += ["", SEVERAL_SEEDS]
+    several_budgets = len({p for p, _ in origins}) > 1
+    for part in (spec, *spec.parts):
+        if spec.parts:
+            lines += [f"## {part.suite}", ""]
+        lines += [*_part_views(part, frame[frame.suite == part.suite], cell, several_budgets), ""]
+    lines.pop()
     if not len(ran):
         return "\n".join(lines) + "\n"
-    if lower_is_better:
-        lines += ["", f"Median {spec.metric} / number of test tasks above 10 x the median (the tasks that can dominate "
-                  "a mean):", "", _wide(ran, spec, lambda r: f"{fmt(r['median'])} / {r['over_10x_median']}")]
-    else:
-        lines += ["", f"Median {spec.metric} over test tasks:", "", _wide(ran, spec, lambda r: fmt(r["median"]))]
-    lines += _orderings(spec, frame)
-    paired = ran.dropna(subset=["paired_diff"])
-    if len(paired):
-        sign = "above" if lower_is_better else "below"
-        seeds = paired.paired_seeds.str.count(",") + 1
-        same_seed = " under the same seed, over the seeds both rows have" if (seeds > 1).any() else ""
-        budget = f", {spec.paired_with}'s run of the row's profile" if len({p for p, _ in origins}) > 1 else ""
-        lines += ["", f"Paired difference from {spec.paired_with} on the identical test tasks{same_seed} (row minus "
-                  f"{spec.paired_with}{budget}, mean ± 95% interval; an interval {sign} 0: {spec.paired_with} is "
-                  "better):", "",
-                  _wide(paired.assign(paired_n_seeds=seeds), spec,
-                        lambda r: describe(r["paired_diff"], r["paired_diff_ci95"], r["paired_n"],
-                                           r["paired_diverged"], r["paired_n_seeds"], r["paired_diff_seed_sd"]))]
     if frame.attrs.get("comparisons"):
         lines += ["", "Comparisons (mean ± 95% interval of the paired difference over the test tasks):", "",
                   *frame.attrs["comparisons"]]
@@ -510,13 +550,13 @@ def write(spec: TableSpec, frame: pd.DataFrame, directory: Path) -> tuple[Path, 
     return csv, md
 
 
-CELL_KEY = ["setting", "row", "column"]
+CELL_KEY = ["suite", "setting", "row", "column"]
 """What names a cell of a table."""
 
 
 def dropped(frame: pd.DataFrame, written: Path) -> list[str]:
     """The cells that have a value (`mean`) in the table already written at `written` (a CSV of `write`) but none
-    in `frame`: writing `frame` there would replace them with "not run". Named "setting / row / column". A file that
+    in `frame`: writing `frame` there would replace them with "not run". Named "suite / setting / row / column". A file that
     is absent or cannot be read as a table drops nothing."""
     try:
         old = pd.read_csv(written, usecols=[*CELL_KEY, "mean"], dtype=str, keep_default_na=False)
