@@ -276,8 +276,9 @@ def build(spec: TableSpec, store: Store, lower_is_better: bool, profile: str | N
 
 def build_part(spec: TableSpec, store: Store, lower_is_better: bool, profile: str | None = None,
                strays: Sequence[Checkpoint] = ()) -> pd.DataFrame:
-    """The long-form rows of one table of one suite, `spec` (its `parts` aside), from `store`, its metric better when lower by `lower_is_better` (the suite's
-    `Suite.lower_is_better`, carried in the frame's `attrs["lower_is_better"]`). Cells with several seeds: see the
+    """The long-form rows of one table of one suite, `spec` (its `parts` aside), from `store`, its metric better
+    when lower by `lower_is_better` (the suite's `Suite.lower_is_better`, carried in the frame's
+    `attrs["lower_is_better"]`). Cells with several seeds: see the
     module's docstring; a cell whose run exists only as a stray checkpoint in `strays` says how far that got. With
     `spec.paired_with`, each row's paired difference from that row's learner (its runs of the same profile) on the
     identical test tasks under the same seeds, over the seeds both have. The lines of `spec.comparisons` travel in
@@ -556,8 +557,8 @@ CELL_KEY = ["suite", "setting", "row", "column"]
 
 def dropped(frame: pd.DataFrame, written: Path) -> list[str]:
     """The cells that have a value (`mean`) in the table already written at `written` (a CSV of `write`) but none
-    in `frame`: writing `frame` there would replace them with "not run". Named "suite / setting / row / column". A file that
-    is absent or cannot be read as a table drops nothing."""
+    in `frame`: writing `frame` there would replace them with "not run". Named "suite / setting / row / column". A
+    file that is absent or cannot be read as a table drops nothing."""
     try:
         old = pd.read_csv(written, usecols=[*CELL_KEY, "mean"], dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError):
