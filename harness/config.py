@@ -151,6 +151,7 @@ def _is_int(value: Any) -> bool:
 
 RUNTIME_DEFAULTS: Mapping[str, Any] = {
     "vectorize": "auto", "compile": False, "threads": 1, "tf32": False, "checkpoint_every": 1000,
+    "checkpoint_seconds": 600,
 }
 """Keys every run has, whatever the suite and learner (declared, with their meaning, in `CORE_KEYS`)."""
 
@@ -162,6 +163,8 @@ CORE_KEYS: Mapping[str, Key] = {
                    low=1, high=1024),
     "tf32": Key(bool, "TF32 matmuls and convolutions on CUDA (faster, about 1e-3 relative error; none on CPU)"),
     "checkpoint_every": Key(int, "meta-iterations between resumable training checkpoints", low=1),
+    "checkpoint_seconds": Key(int, "also checkpoint an iteration ending this many seconds of training after the last "
+                                   "checkpoint (0: every iteration)", low=0),
     # the protocol: read by the core's trainers and evaluators, or set by suites and read by learners
     "meta_iterations": Key(int, "iterations of the outer loop", low=1),
     "meta_batch": Key(int, "tasks per meta-iteration", low=1),
@@ -181,7 +184,7 @@ CORE_KEYS: Mapping[str, Key] = {
 """The declarations of the core: the runtime keys and the keys the core or more than one kind of plugin reads. A
 plugin uses these without declaring them again (if it does, its declaration must agree)."""
 
-UNHASHED = frozenset({"checkpoint_every"})
+UNHASHED = frozenset({"checkpoint_every", "checkpoint_seconds"})
 """Keys that cannot change a run's results, so they do not enter its identity. Nor does a key set to None: a suite
 or learner adds an option with the default None (its behaviour before the option) without changing the identity of
 the runs stored before it."""

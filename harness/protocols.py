@@ -222,7 +222,8 @@ class TrainContext(Protocol):
         """Keep a JSON-serialisable fact about this run in the results store (e.g. a tuned step size and why)."""
 
     def checkpoint_due(self, iteration: int) -> bool:
-        """Whether a training checkpoint should be saved after `iteration` (on schedule, or to stop after Ctrl-C)."""
+        """Whether a training checkpoint should be saved after `iteration`: every `checkpoint_every` iterations, once
+        `checkpoint_seconds` of training have passed since the last one, or to stop after Ctrl-C."""
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         """Atomically save a resumable training checkpoint (tensors, ints, floats, strings, nested dicts)."""

@@ -180,6 +180,7 @@ class RunContext:
         self._progress = progress
         self._bar: Any = None
         self._started = time.perf_counter()
+        self._checkpointed = self._started  # when this process last saved a checkpoint (or started)
         self._earlier_seconds = 0.0  # meta-training time spent before the checkpoint this run resumed from
         self._continued_from: dict[str, Any] | None = None  # the other device's run whose checkpoint began this one
         self._segments: list[dict[str, Any]] = []  # the earlier processes' shares of training (`segments`)
@@ -251,13 +252,17 @@ class RunContext:
         self._store.record(self._run_id, key, value)
 
     def checkpoint_due(self, iteration: int) -> bool:
-        return self._stop_requested is not None or (iteration + 1) % self.config["checkpoint_every"] == 0
+        """Whether `iteration` ends with a checkpoint: every `checkpoint_every` iterations, once `checkpoint_seconds`
+        have passed since the last one, and when a stop was asked for."""
+        return (self._stop_requested is not None or (iteration + 1) % self.config["checkpoint_every"] == 0
+                or time.perf_counter() - self._checkpointed >= self.config["checkpoint_seconds"])
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         extra = {CONTINUED_FROM: self._continued_from} if self._continued_from else {}
         extra |= {PROGRESS: self._position} if self._position else {}
         checkpoints.save_tensors(self._path, {**state, TRAIN_SECONDS: self.train_seconds(),
                                               SEGMENTS: self.segments(), **extra})
+        self._checkpointed = time.perf_counter()
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         state = checkpoints.load_tensors(self._path)

@@ -86,8 +86,9 @@ CUT = ["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke",
 """A 30-iteration run with checkpoints every 10, for the interruption tests."""
 
 
-def run_interrupted_at_17(out, monkeypatch) -> None:
-    """Run `CUT` into `out`, stopped by a KeyboardInterrupt at iteration 17 (its last checkpoint: iteration 9)."""
+def run_interrupted_at_17(out, monkeypatch, args=CUT) -> None:
+    """Run `args` into `out`, stopped by a KeyboardInterrupt at iteration 17 (`CUT`'s last checkpoint: iteration
+    9)."""
     log = runner.RunContext.log
     def interrupt(self, iteration, loss):
         if iteration == 17:
@@ -95,7 +96,7 @@ def run_interrupted_at_17(out, monkeypatch) -> None:
         log(self, iteration, loss)
     with monkeypatch.context() as patch:
         patch.setattr(runner.RunContext, "log", interrupt)
-        assert main([*CUT, "--out", str(out)]) == 130
+        assert main([*args, "--out", str(out)]) == 130
 
 
 def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, monkeypatch):
@@ -119,6 +120,17 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, 
     assert first["host"] == second["host"] == platform.node() and second["torch"] == torch.__version__
     assert first["seconds"] == pytest.approx(checkpoint["harness_train_seconds"], abs=0.1)
     assert first["seconds"] + second["seconds"] == pytest.approx(seconds, abs=0.2)
+
+
+def test_checkpoint_seconds_checkpoints_off_the_iteration_schedule_and_resumes_to_identical_results(tmp_path,
+                                                                                                 monkeypatch):
+    every_iteration = [*CUT, "--set", "checkpoint_every=1000", "--set", "checkpoint_seconds=0"]
+    assert main([*CUT, "--out", str(tmp_path / "whole")]) == 0
+    run_interrupted_at_17(tmp_path / "cut", monkeypatch, every_iteration)
+    (run_dir,) = [p for p in (tmp_path / "cut").iterdir() if p.is_dir()]
+    assert torch.load(run_dir / "train-checkpoint.pt", weights_only=True)["iteration"] == 16
+    assert main([*every_iteration, "--out", str(tmp_path / "cut")]) == 0
+    assert scores(tmp_path / "whole") == scores(tmp_path / "cut")
 
 
 def test_a_checkpoint_from_before_segments_were_kept_counts_as_one_unrecorded_segment(tmp_path, monkeypatch):

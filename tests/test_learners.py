@@ -12,7 +12,8 @@ from plugins.multitask import MultiTaskMean, MultiTaskNoReg
 from plugins.pretrain import Oracle, Pretrain, Scratch
 from plugins.sinusoid import Sinusoid
 
-CONFIG = {**Sinusoid.profiles["smoke"], "vectorize": "auto", "compile": False, "threads": 1, "checkpoint_every": 10}
+CONFIG = {**Sinusoid.profiles["smoke"], "vectorize": "auto", "compile": False, "threads": 1, "checkpoint_every": 10,
+          "checkpoint_seconds": 600}
 
 
 def tasks(n=4, shots=5):
