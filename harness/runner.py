@@ -193,11 +193,11 @@ class RunContext:
         return self._earlier_seconds + time.perf_counter() - self._started
 
     def segments(self) -> list[dict[str, Any]]:
-        """Who trained this run, one entry per process so far (this one last): host, commit, Python and torch
+        """Who trained this run, one entry per process so far (this one last): host, device, commit, Python and torch
         versions, seconds of training, and the checkpoint's iteration it resumed after (None: from the start). A run
         resumed across sessions and machines keeps the record of each; a checkpoint written before segments were
         kept contributes one entry of host None with its seconds."""
-        current = {"host": platform.node(), "commit": git_commit(), "python": platform.python_version(),
+        current = {"host": platform.node(), "device": str(self.device), "commit": git_commit(), "python": platform.python_version(),
                    "torch": str(torch.__version__), "seconds": round(time.perf_counter() - self._started, 1),
                    "resumed_after": self._resumed_after}
         return [*self._segments, current]

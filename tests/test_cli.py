@@ -118,6 +118,7 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, 
     first, second = Store(tmp_path / "cut").details(run_dir.name)["segments"]
     assert (first["resumed_after"], second["resumed_after"]) == (None, 9)
     assert first["host"] == second["host"] == platform.node() and second["torch"] == torch.__version__
+    assert first["device"] == second["device"] == "cpu"
     assert first["seconds"] == pytest.approx(checkpoint["harness_train_seconds"], abs=0.1)
     assert first["seconds"] + second["seconds"] == pytest.approx(seconds, abs=0.2)
 
