@@ -197,9 +197,9 @@ class RunContext:
         versions, seconds of training, and the checkpoint's iteration it resumed after (None: from the start). A run
         resumed across sessions and machines keeps the record of each; a checkpoint written before segments were
         kept contributes one entry of host None with its seconds."""
-        current = {"host": platform.node(), "device": str(self.device), "commit": git_commit(), "python": platform.python_version(),
-                   "torch": str(torch.__version__), "seconds": round(time.perf_counter() - self._started, 1),
-                   "resumed_after": self._resumed_after}
+        current = {"host": platform.node(), "device": str(self.device), "commit": git_commit(),
+                   "python": platform.python_version(), "torch": str(torch.__version__),
+                   "seconds": round(time.perf_counter() - self._started, 1), "resumed_after": self._resumed_after}
         return [*self._segments, current]
 
     def generator(self, iteration: int, stream: str = "batch") -> torch.Generator:

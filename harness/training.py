@@ -7,6 +7,7 @@ adapted policies and a TRPO step) provides it as `Suite.trainer(config)`.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -111,21 +112,32 @@ class SupervisedTrainer:
         return best_step_sizes(scores, self.suite.lower_is_better)
 
 
+CURVE_EVERY = 50
+"""The detail `training_loss` averages the training loss over blocks of this many iterations."""
+
+
 def train_adam(net: FunctionalModel, ctx: TrainContext, iterations: int, lr: float,
                gradient: Callable[[Params, int], tuple[Tensor, Params]]) -> None:
     """`iterations` Adam steps on `net.params`; `gradient(params, iteration)` gives (loss, gradient by name) at the
-    current parameters (plain tensors). Resumes from the context's last checkpoint and saves one when due."""
+    current parameters (plain tensors). Resumes from the context's last checkpoint and saves one when due. Records
+    the learning curve as the detail `training_loss`: {"every": CURVE_EVERY, "mean": the mean loss of each block of
+    that many iterations} (null for a block begun in a checkpoint written before the curve was kept)."""
     optimizer = torch.optim.Adam(net.params.values(), lr=lr)
-    start = 0
+    start, losses = 0, torch.empty(iterations, dtype=torch.float64)
     if (checkpoint := ctx.load_checkpoint()) is not None:
         net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start = checkpoint["iteration"] + 1
+        losses[:start] = checkpoint.get("losses", torch.full((start,), math.nan, dtype=torch.float64))
     for it in ctx.iterations(start, iterations):
         loss, grads = gradient({k: p.detach() for k, p in net.params.items()}, it)
         for name, p in net.params.items():
             p.grad = grads[name]
         optimizer.step()
-        ctx.log(it, loss.item())
+        losses[it] = loss.item()
+        ctx.log(it, losses[it].item())
         if ctx.checkpoint_due(it):
-            ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "optimizer": optimizer.state_dict()})
+            ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "losses": losses[:it + 1].clone()})
+    means = [block.mean().item() for block in losses.split(CURVE_EVERY)]
+    ctx.record("training_loss", {"every": CURVE_EVERY, "mean": [m if math.isfinite(m) else None for m in means]})

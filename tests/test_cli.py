@@ -119,8 +119,23 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_results(tmp_path, 
     assert (first["resumed_after"], second["resumed_after"]) == (None, 9)
     assert first["host"] == second["host"] == platform.node() and second["torch"] == torch.__version__
     assert first["device"] == second["device"] == "cpu"
+    (whole_run,) = [p.name for p in (tmp_path / "whole").iterdir() if p.is_dir()]
+    curve = Store(tmp_path / "cut").details(run_dir.name)["training_loss"]  # kept across the interruption
+    assert curve == Store(tmp_path / "whole").details(whole_run)["training_loss"] and len(curve["mean"]) == 1
     assert first["seconds"] == pytest.approx(checkpoint["harness_train_seconds"], abs=0.1)
     assert first["seconds"] + second["seconds"] == pytest.approx(seconds, abs=0.2)
+
+
+def test_the_training_loss_is_recorded_as_block_means(tmp_path, monkeypatch):
+    logged = []
+    log = runner.RunContext.log
+    monkeypatch.setattr(runner.RunContext, "log", lambda self, it, loss: (logged.append(loss), log(self, it, loss)))
+    monkeypatch.setattr("harness.training.CURVE_EVERY", 20)
+    assert main([*CUT, "--out", str(tmp_path)]) == 0
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    curve = Store(tmp_path).details(run_dir.name)["training_loss"]
+    assert curve["every"] == 20 and len(logged) == 30
+    assert curve["mean"] == pytest.approx([sum(logged[:20]) / 20, sum(logged[20:]) / 10])
 
 
 def test_checkpoint_seconds_checkpoints_off_the_iteration_schedule_and_resumes_to_identical_results(tmp_path,
