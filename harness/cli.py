@@ -306,8 +306,9 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
                             for seed in seeds for learner in learners], reg)
     path = regression.reference_path(args.reference, args.suite, args.profile, overrides)
     spread_path = regression.seeds_path(args.reference, args.suite, args.profile, overrides)
-    if args.update:
-        _writable_dir(args.reference, "--reference")
+    if args.update:  # every check before anything is created: a refused command leaves nothing behind
+        _check_writable_dir(args.reference, "--reference")
+    _check_writable_dir(args.out, "--out")
     reference = regression.load_reference(path, missing_ok=args.update)
     spread = regression.load_seeds(spread_path)
     out = _writable_dir(args.out, "--out")
@@ -327,6 +328,7 @@ def cmd_check(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> i
         if failed:
             print(f"check failed: run failed: {', '.join(failed)}; reference not written", file=sys.stderr)
             return 1
+        _writable_dir(args.reference, "--reference")
         regression.write_reference(path, regression.replace_learners(reference, new))
         if args.spread_seeds is not None:
             reduced = pd.concat([regression.reduce(g, lower_is_better).assign(seed=seed)

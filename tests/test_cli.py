@@ -385,6 +385,8 @@ BAD = [  # (argv with {tmp} for the test's folder, files made first, what the on
     (["status", "--out", "{tmp}/nowhere"], None, "no results store"),
     (["check", "--suite", "sinusoid", "--profile", "smoke", "--reference", "{tmp}/ref"], truncated_reference,
      "does not end with a newline: truncated?"),
+    (["check", "--suite", "sinusoid", "--profile", "smoke", "--learners", "context", "--reference", "{tmp}/new",
+      "--update", "--out", "{tmp}/file"], a_file, "--out {tmp}/file is a file"),  # creates no {tmp}/new first
     (["data", "prepare", "omniglot", "--data-dir", "{tmp}/missing", "--cache", "{tmp}/cache"], None,
      "does not exist"),
     (["data", "prepare", "omniglot", "--data-dir", "{tmp}/raw", "--cache", "{tmp}/cache"], corrupt_archives,
