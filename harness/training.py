@@ -134,8 +134,8 @@ def train_adam(net: FunctionalModel, ctx: TrainContext, iterations: int, lr: flo
         for name, p in net.params.items():
             p.grad = grads[name]
         optimizer.step()
-        losses[it] = loss.item()
-        ctx.log(it, losses[it].item())
+        losses[it] = value = loss.item()
+        ctx.log(it, value)
         if ctx.checkpoint_due(it):
             ctx.save_checkpoint({"iteration": it, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                  "losses": losses[:it + 1].clone()})

@@ -30,7 +30,7 @@ def released_cells(suite: str, setting: str) -> list[PaperCell]:
             for row in released[released.suite == suite].itertuples()
             for column, step in RL_STEPS.items() if pd.notna(getattr(row, f"step{step}"))]
 STEPS = {"0 steps": 0, "1 step": 1, "5 steps": 5, "10 steps": 10}
-OMNIGLOT_SHOTS = {f"{k}-shot": Select(shots=k, where={"train_shots": k}) for k in (1, 5)}
+SHOT_COLUMNS = {f"{k}-shot": Select(shots=k, where={"train_shots": k}) for k in (1, 5)}
 """Table 1's columns: a model trained and tested K-shot, scored after its last test step (Omniglot 3 for 5-way, 5
 for 20; MiniImagenet 10)."""
 
@@ -50,7 +50,7 @@ def miniimagenet_half() -> TableSpec:
     cells = [replace(c, row=MINIIMAGENET_ROWS.get(c.row, c.row)) for c in paper_cells(REFERENCE, 1, "miniimagenet")]
     return TableSpec(
         name="table1", title="Table 1, MiniImagenet half", suite="miniimagenet", metric="accuracy",
-        settings={"5-way": Select(where={"ways": 5})}, columns=OMNIGLOT_SHOTS,
+        settings={"5-way": Select(where={"ways": 5})}, columns=SHOT_COLUMNS,
         rows={"fine-tuning baseline (pretrain)": "pretrain", "nearest neighbor baseline (nearest-neighbour)":
               "nearest-neighbour", "matching nets": None, "meta-learner LSTM": None, "first-order MAML": "fomaml",
               "MAML": "maml", "context vector": "context", "random init (scratch)": "scratch"},
@@ -117,7 +117,7 @@ def harness_tables() -> list[TableSpec]:
             title="Table 1: N-way K-shot classification accuracy (%) on 600 test episodes after the test steps "
                   "(Omniglot 5-way: 3 steps, 20-way: 5 steps; MiniImagenet: 10 steps)",
             suite="omniglot", metric="accuracy",
-            settings={f"{n}-way": Select(where={"ways": n}) for n in (5, 20)}, columns=OMNIGLOT_SHOTS,
+            settings={f"{n}-way": Select(where={"ways": n}) for n in (5, 20)}, columns=SHOT_COLUMNS,
             rows={"MANN no conv": None, "MAML no conv": Select(learner="maml", where={"model": "fc"}),
                   "Siamese nets": None, "matching nets": None, "neural statistician": None, "memory mod.": None,
                   "MAML": conv("maml"), "first-order MAML": conv("fomaml"), "context vector": conv("context"),
@@ -141,7 +141,7 @@ def harness_tables() -> list[TableSpec]:
             name="table3",
             title="Table 3: 5-way Omniglot accuracy (%), context vector vs MAML (conv model, 3 test steps)",
             suite="omniglot", metric="accuracy",
-            settings={"5-way": Select(where={"ways": 5})}, columns=OMNIGLOT_SHOTS,
+            settings={"5-way": Select(where={"ways": 5})}, columns=SHOT_COLUMNS,
             rows={"context vector": conv("context"), "MAML": conv("maml")},
             paper=paper_cells(REFERENCE, 3, "omniglot"), paired_with="MAML", extra_rows=False,
         ),
