@@ -531,8 +531,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-        print(f"interrupted ({signal.Signals(signum).name}); rerun the same command to resume from the last "
-              "checkpoint", file=sys.stderr)
+        from harness.sweeps import resume_command
+        again = "the same command" if "--rerun" not in argv else f"`{resume_command(tables.command_line(argv))}`"
+        print(f"interrupted ({signal.Signals(signum).name}); run {again} to resume from the last checkpoint",
+              file=sys.stderr)
         return 128 + signum
 
 

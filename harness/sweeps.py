@@ -7,6 +7,7 @@ what rerunning the sweep's command computes; finished units are skipped and inte
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import time
 
@@ -14,6 +15,11 @@ import pandas as pd
 from tabulate import tabulate
 
 STATES = ("done", "running", "interrupted", "failed", "pending")
+
+
+def resume_command(command: str) -> str:
+    """`command` without `--rerun`: what finishes a sweep (with it, the same command would start every unit over)."""
+    return shlex.join(word for word in shlex.split(command) if word != "--rerun")
 
 
 def alive(pid: int) -> bool:
@@ -72,7 +78,7 @@ def describe_sweeps(units: pd.DataFrame, latest_only: bool = True) -> str:
                               tablefmt="github", showindex=False))
         if counts.get("done", 0) < len(sweep):
             lines += ["", f"to finish it, run the command again (finished units are skipped, interrupted ones "
-                      f"resume): {sweep.command.iloc[0]}"]
+                      f"resume): {resume_command(sweep.command.iloc[0])}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

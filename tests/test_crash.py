@@ -215,7 +215,7 @@ def test_ctrl_c_or_sigterm_checkpoints_the_current_iteration_and_the_rerun_resum
     name = signal.Signals(signum).name
     assert "meta-train" in err
     assert f"{name}: stopping at the end of this meta-train iteration" in err
-    assert f"interrupted ({name}); rerun the same command to resume" in err
+    assert f"interrupted ({name}); run the same command to resume" in err
     (run_id,) = running(out)
     checkpoint = torch.load(out / run_id / "train-checkpoint.pt", weights_only=True)
     assert 0 < checkpoint["iteration"] < 599

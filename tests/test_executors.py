@@ -14,6 +14,7 @@ from harness import executors
 from harness.cli import main
 from harness.errors import UsageError
 from harness.store import Store
+from harness.sweeps import resume_command
 
 SWEEP = ["run", "--suite", "sinusoid", "--learners", "maml,fomaml", "--profile", "smoke", "--seeds", "0,1", "--quiet"]
 
@@ -155,3 +156,19 @@ def test_sigterm_to_the_command_alone_stops_a_process_pool_sweep_at_its_workers_
     states = run_states(tmp_path)
     assert sorted(run.split("-")[1] for run in states) == ["fomaml", "maml"], states  # context never started
     assert set(states.values()) == {"running"}, states  # both resumable
+
+
+def test_status_of_a_rerun_sweep_says_to_finish_it_without_rerun(tmp_path, capsys):
+    """Run again with --rerun, an unfinished sweep would start every unit over: status gives the command without it."""
+    assert resume_command("python -m harness run --suite 'a b' --rerun --out x") == \
+        "python -m harness run --suite 'a b' --out x"
+    assert main(["run", "--suite", "sinusoid", "--learners", "maml", "--profile", "smoke", "--out", str(tmp_path),
+                 "--quiet", "--rerun"]) == 0
+    store = Store(tmp_path)
+    store.db.execute("UPDATE runs SET status = 'failed'")
+    store.db.commit()
+    store.close()
+    capsys.readouterr()
+    assert main(["status", "--out", str(tmp_path)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("to finish it") and "--learners maml" in last and "--rerun" not in last
