@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from harness.functional import fastest_meta_gradient, meta_gradient, task_loss
+from harness.decisions import fastest_meta_gradient
+from harness.functional import meta_gradient, task_loss
 from plugins.vision import conv_net
 
 WAYS, META_BATCH, ALPHA, THREADS = 5, 32, 0.4, 2

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from tabulate import tabulate
 
-from harness import executors, runner, tables
+from harness import checkpoints, executors, runner, tables
 from harness.config import parse_assignments
 from harness.errors import Stopped, UsageError, raise_stopped
 from harness.plugins import Registry, registry
@@ -230,8 +230,8 @@ def cmd_status(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> 
     store = Store(args.out)
     units = store.sweeps()
     unfinished = units.status.isin(["running", "failed"])
-    units["progress"] = [runner.training_progress(args.out / run_id, json.loads(config), pace=True) if open_ else None
-                         for run_id, config, open_ in zip(units.run_id, units.config, unfinished)]
+    units["progress"] = [checkpoints.training_progress(args.out / run_id, json.loads(config), pace=True)
+                         if open_ else None for run_id, config, open_ in zip(units.run_id, units.config, unfinished)]
     print(describe_sweeps(units, latest_only=not args.all))
     if strays := _strays(store, reg, args.out, pace=True):
         print("\n" + describe_strays([_resume_stray(*stray, args.out) for stray in strays]))
@@ -245,7 +245,7 @@ def _strays(store: Store, reg: Registry, out: Path, pace: bool = False) \
     made with --set values or on another device) and how far it trained."""
     made = {run_id: runner.identify(run_id, reg)
             for run_id in runner.stray_checkpoints(out, set(store.runs(status=None).run_id))}
-    return [(run_id, spec, runner.training_progress(out / run_id, spec[1] if spec else {}, pace=pace))
+    return [(run_id, spec, checkpoints.training_progress(out / run_id, spec[1] if spec else {}, pace=pace))
             for run_id, spec in made.items()]
 
 

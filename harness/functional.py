@@ -3,20 +3,19 @@
 A model is a `LossFn` over a parameter dict (see `task_loss`), so the same code adapts an MLP, a conv net or a
 policy. Second order by default; `first_order=True` detaches the inner gradient. `adapt` names the parameters the
 inner loop may change (all of them when None). The tasks of a batch run under `torch.func.vmap` or in a Python
-loop (`vectorize`: "auto" | "vmap" | "loop"); both give the same numbers (to rounding). For meta-training, "auto"
-times both on the first batch and keeps the faster (`fastest_meta_gradient`); for adaptation without a meta-gradient
-it takes vmap, which was faster for every model and device measured (`benchmarks/`).
+loop (`vectorize`: "auto" | "vmap" | "loop"); both give the same numbers (to rounding). For meta-training, "auto" is
+resolved by the execution layer, which times both on the first batch and keeps the faster
+(`harness.decisions.fastest_meta_gradient`); for adaptation without a meta-gradient it takes vmap, which was faster for
+every model and device measured (`benchmarks/`).
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from harness import decisions
 from harness.protocols import Params
 
 LossFn = Callable[[Params, Tensor, Tensor], Tensor]
@@ -108,55 +107,6 @@ def meta_gradient(
         return loss.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
 
     return torch.compile(functional, dynamic=False) if compile else eager
-
-
-def milliseconds(fn: Callable[..., object], *args: object, repeats: int = 2) -> float:
-    """The fastest of `repeats` timed calls of `fn(*args)` after one warm-up call, in ms (CUDA work included)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
-    fn(*args)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn(*args)
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1000
-
-
-def fastest_meta_gradient(
-    loss_fn: LossFn, lrs: Sequence[float], adapt: Collection[str] | None = None, first_order: bool = False,
-    vectorize: str = "auto", compile: bool = False,
-    on_choice: Callable[[str, dict[str, float]], None] = lambda mode, ms: None,
-) -> MetaGradient:
-    """`meta_gradient` with `vectorize` resolved: "auto" times vmap and loop on the first call's batch (a warm-up and
-    a timed call each), keeps the faster for every later call, and reports (choice, ms by mode; empty when the choice
-    was remembered) to `on_choice`. The choice is remembered on this machine for the same shapes and settings
-    (`harness.decisions`), so that every process, resumed or not, computes the same numbers. Compiled, "auto" takes
-    vmap (compiling the loop unrolls it over the meta-batch)."""
-    if vectorize != "auto" or compile:
-        mode = "vmap" if vectorize == "auto" else vectorize
-        return meta_gradient(loss_fn, lrs, adapt, first_order, mode, compile)
-    candidates = {mode: meta_gradient(loss_fn, lrs, adapt, first_order, mode) for mode in ("vmap", "loop")}
-    chosen: list[str] = []
-
-    def step(params: Params, *data: Tensor) -> tuple[Tensor, Params]:
-        if not chosen:
-            ms: dict[str, float] = {}
-
-            def fastest() -> str:
-                ms.update({mode: milliseconds(fn, params, *data, repeats=1) for mode, fn in candidates.items()})
-                return min(ms, key=ms.__getitem__)
-
-            shapes = [(k, tuple(p.shape), p.dtype) for k, p in params.items()]
-            key = decisions.key_of("meta_gradient", shapes, [(tuple(d.shape), d.dtype, d.device.type) for d in data],
-                                   list(lrs), sorted(adapt or []), first_order, torch.__version__,
-                                   torch.get_num_threads())
-            chosen.append(decisions.remembered(key, fastest))
-            on_choice(chosen[0], ms)
-        return candidates[chosen[0]](params, *data)
-
-    return step
 
 
 def batch_gradient(loss_fn: LossFn, compile: bool = False) -> Callable[..., tuple[Tensor, Params]]:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from harness import checkpoints
 from harness import config as configuration
+from harness.checkpoints import CONTINUED_FROM, PROGRESS, SEGMENTS, TRAIN_SECONDS
 from harness.errors import STOP_SIGNALS, Stopped, UsageError
 from harness.plugins import Registry
 from harness.protocols import Learner, Progress, Suite
@@ -37,10 +38,6 @@ from harness.seeding import derive_seed, generator
 from harness.store import RunRecord, Store
 
 PROFILES = ("smoke", "quick", "paper")
-TRAIN_SECONDS = "harness_train_seconds"  # the runner's own entries in a learner's training checkpoint
-CONTINUED_FROM = "harness_continued_from"
-SEGMENTS = "harness_segments"
-PROGRESS = "harness_progress"  # {"done": iterations done, "of": total, "unit": the progress bar's label}
 
 
 class Diverged(RuntimeError):
@@ -277,55 +274,6 @@ class RunContext:
                 self.record("continued_from", self._continued_from)
             self._started = time.perf_counter()
         return state
-
-
-def training_progress(run_dir: Path, config: Mapping[str, Any], pace: bool = False) -> str | None:
-    """How far an unfinished run's training got by its last checkpoint, e.g. "meta-train 180/500"; None without one.
-    A checkpoint written before the runner kept `PROGRESS` counts its `iteration` against the config's
-    `meta_iterations` ("meta-train 180 done" without one). With `pace`, also the seconds per iteration of the last
-    process that trained it, its host, and the time the rest takes at that pace ("meta-train 180/500, 52 s per
-    iteration on vm, about 4.6 h to go"; once all are done, "..., training done, evaluation left"), where its
-    checkpoint's last segment tells. A checkpoint that cannot be read, or not as the runner writes them, gives
-    "unreadable checkpoint: <path>" (so that a report goes on with the other runs)."""
-    path = run_dir / checkpoints.TRAIN
-    try:
-        state = checkpoints.load_tensors(path)
-    except UsageError:
-        return f"unreadable checkpoint: {path}"
-    if state is None:
-        return None
-    try:
-        return _progress(state, config, pace)
-    except (LookupError, TypeError, ValueError, AttributeError):
-        return f"unreadable checkpoint: {path} (not a training checkpoint of the harness)"
-
-
-def _progress(state: Mapping[str, Any], config: Mapping[str, Any], pace: bool) -> str:
-    """`training_progress` of a loaded checkpoint; a LookupError, TypeError, ValueError or AttributeError where the
-    runner did not write it."""
-    done = state.get(PROGRESS)
-    if done is None and "iteration" in state:
-        done = {"done": state["iteration"] + 1, "of": config.get("meta_iterations"), "unit": "meta-train"}
-    if done is None:
-        return "iterations unknown"
-    text = f"{done['unit']} {done['done']}" + (f"/{done['of']}" if done["of"] else " done")
-    segment = (state.get(SEGMENTS) or [{}])[-1]
-    resumed_after = segment.get("resumed_after")
-    iterations = state.get("iteration", -1) - (-1 if resumed_after is None else resumed_after)
-    if not pace or iterations <= 0 or "seconds" not in segment:
-        return text
-    seconds = segment["seconds"] / iterations
-    host = f" on {segment['host']}" if segment.get("host") else ""
-    left = "" if not done["of"] else (", training done, evaluation left" if done["done"] >= done["of"] else
-                                      f", about {duration((done['of'] - done['done']) * seconds)} to go")
-    return text + f", {seconds:.3g} s per iteration{host}{left}"
-
-
-def duration(seconds: float) -> str:
-    """A rough duration for people: "40 s", "12 min", "3.5 h"."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.2g} h"
 
 
 def identify(run_id_: str, registry: Registry) -> tuple[RunSpec, dict[str, Any]] | None:

@@ -61,7 +61,7 @@ def _detail(unit: pd.Series) -> str:
 def describe_sweeps(units: pd.DataFrame, latest_only: bool = True) -> str:
     """A report per sweep (the last launched only, or all): its command, the count of units per state and a table of
     its units. `units` is `Store.sweeps()`, optionally with the training `progress` of unfinished units
-    (`runner.training_progress`)."""
+    (`checkpoints.training_progress`)."""
     if units.empty:
         return "no sweeps recorded in this store yet: `python -m harness run ...` records one"
     units = units.assign(state=[unit_state(*row) for row in zip(units.status, units.host, units.pid)])

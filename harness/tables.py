@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from harness import runner
+from harness import checkpoints
 from harness.files import write_text
 from harness.stats import Summary, describe, fmt, summarize_seeds
 from harness.store import Store
@@ -218,7 +218,7 @@ def unfinished_runs(store: Store, suite: str, profile: str | None,
     is neither."""
     runs = store.runs(status=None)
     runs = runs[(runs.suite == suite) & (runs.status != "done") & ((runs.profile == profile) if profile else True)]
-    progress = functools.cache(lambda run_id, config: runner.training_progress(store.path.parent / run_id,
+    progress = functools.cache(lambda run_id, config: checkpoints.training_progress(store.path.parent / run_id,
                                                                                 json.loads(config)))
 
     def of(sel: Select) -> str | None:

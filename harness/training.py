@@ -15,8 +15,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from harness.decisions import fastest_meta_gradient
 from harness.finetune import best_step_sizes, tune_step_sizes
-from harness.functional import batch_gradient, fastest_meta_gradient, step_sizes
+from harness.functional import batch_gradient, step_sizes
 from harness.models import FunctionalModel
 from harness.protocols import Params, Suite, TaskBatch, TrainContext
 

@@ -450,8 +450,8 @@ def test_status_of_a_run_whose_training_is_done_says_its_evaluation_is_left(tmp_
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     checkpoints.save_tensors(run_dir / checkpoints.TRAIN, {
-        "iteration": 29, runner.PROGRESS: {"done": 30, "of": 30, "unit": "meta-train"},
-        runner.SEGMENTS: [{"host": "vm", "seconds": 60.0, "resumed_after": 19}]})
-    assert runner.training_progress(run_dir, {}, pace=True) == (
+        "iteration": 29, checkpoints.PROGRESS: {"done": 30, "of": 30, "unit": "meta-train"},
+        checkpoints.SEGMENTS: [{"host": "vm", "seconds": 60.0, "resumed_after": 19}]})
+    assert checkpoints.training_progress(run_dir, {}, pace=True) == (
         "meta-train 30/30, 6 s per iteration on vm, training done, evaluation left")
-    assert runner.training_progress(run_dir, {}) == "meta-train 30/30"
+    assert checkpoints.training_progress(run_dir, {}) == "meta-train 30/30"

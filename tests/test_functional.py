@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from harness.decisions import fastest_meta_gradient
 from harness.functional import (
     adapt_batch,
-    fastest_meta_gradient,
     meta_gradient,
     resolve_vectorize,
     sgd_step,

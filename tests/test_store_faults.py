@@ -168,7 +168,7 @@ def test_status_goes_on_past_unreadable_checkpoints_and_names_them(tmp_path, cap
     store_with(tmp_path, record(), other)
     garbage(tmp_path / SMOKE.run_id / checkpoints.TRAIN)
     checkpoints.save_tensors(tmp_path / other.run_id / checkpoints.TRAIN,
-                             {"iteration": 4, runner.PROGRESS: {"done": 5, "of": 30, "unit": "meta-train"}})
+                             {"iteration": 4, checkpoints.PROGRESS: {"done": 5, "of": 30, "unit": "meta-train"}})
     payload(tmp_path / "sinusoid-scratch-smoke-s0-0123456789" / checkpoints.TRAIN)  # a stray, brought from elsewhere
     assert main(["status", "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
@@ -180,8 +180,8 @@ def test_status_goes_on_past_unreadable_checkpoints_and_names_them(tmp_path, cap
 
 
 def test_a_checkpoint_of_another_layout_is_unreadable_not_a_traceback(tmp_path):
-    checkpoints.save_tensors(tmp_path / checkpoints.TRAIN, {runner.PROGRESS: [5, 30], runner.SEGMENTS: "vm"})
-    assert runner.training_progress(tmp_path, {}, pace=True) == \
+    checkpoints.save_tensors(tmp_path / checkpoints.TRAIN, {checkpoints.PROGRESS: [5, 30], checkpoints.SEGMENTS: "vm"})
+    assert checkpoints.training_progress(tmp_path, {}, pace=True) == \
         f"unreadable checkpoint: {tmp_path / checkpoints.TRAIN} (not a training checkpoint of the harness)"
 
 
