@@ -434,7 +434,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     run.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     run.add_argument("--out", type=_path, default=DEFAULT_OUT, help="output directory with the results store")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key in every unit whose config has it; LEARNER.KEY=VALUE in that "
+                          "learner's units only (e.g. --learners maml,fomaml --set maml.inner_lr=0.1)")
     run.add_argument("--rerun", action="store_true",
                      help="compute runs again from scratch, finished or interrupted, replacing their scores (a run is "
                           "identified by its config, so after a code change that alters results, finished runs would "

@@ -393,5 +393,33 @@ def keep_freed_memory() -> None:
 
 
 def plan(specs: Sequence[RunSpec], registry: Registry) -> list[PreparedRun]:
-    """Validate every spec before any runs, so bad input fails fast and writes nothing."""
-    return [prepare(spec, registry) for spec in specs]
+    """Validate every spec before any runs, so bad input fails fast and writes nothing. The specs' `overrides` are
+    the command's `--set`s, scoped unit by unit first (`scope_overrides`)."""
+    return [prepare(spec, registry) for spec in scope_overrides(specs, registry)]
+
+
+def scope_overrides(specs: Sequence[RunSpec], registry: Registry) -> list[RunSpec]:
+    """`specs` with the `--set`s each unit takes: `key` goes to every unit whose config has the key, `learner.key`
+    to the units of that learner (and wins over `key` there); one that reaches no unit is a UsageError."""
+    plain = {k for spec in specs for k in spec.overrides if "." not in k}
+    scoped_keys = {k for spec in specs for k in spec.overrides if "." in k}
+    units = [(spec, set(configure(replace(spec, overrides={}), registry)[1])) for spec in specs]
+    known = set().union(*(keys for _, keys in units)) if units else set()
+    if unknown := sorted(plain - known):
+        raise UsageError(f"--set {unknown[0]}: unknown key, in no unit of this command; known keys are "
+                         f"{', '.join(sorted(known))}")
+    for scoped in sorted(scoped_keys):
+        learner, key = scoped.split(".", 1)
+        theirs = [keys for spec, keys in units if spec.learner == learner]
+        if not theirs:
+            raise UsageError(f"--set {scoped}: learner {learner} is not in this command's --learners; set a key of "
+                             f"one of them (LEARNER.KEY) or a key of every unit that has it (KEY)")
+        if key not in set().union(*theirs):
+            raise UsageError(f"--set {scoped}: unknown key for learner {learner}; its keys are "
+                             f"{', '.join(sorted(set().union(*theirs)))}")
+    out = []
+    for spec, keys in units:
+        mine = {k: v for k, v in spec.overrides.items() if "." not in k and k in keys}
+        mine |= {k.split(".", 1)[1]: v for k, v in spec.overrides.items() if k.startswith(f"{spec.learner}.")}
+        out.append(replace(spec, overrides=mine))
+    return out

@@ -14,6 +14,7 @@ from test_store_faults import BAD_STORE
 
 from harness import checkpoints, runner
 from harness.cli import main
+from harness.errors import UsageError
 from harness.plugins import registry
 from harness.store import Store
 
@@ -327,6 +328,9 @@ BAD = [  # (argv with {tmp} for the test's folder, files made first, what the on
     (["run", "--suite", "sinus", "--learners", "maml"], None, "unknown suite 'sinus'"),
     ([*RUN, "--profile", "huge"], None, "unknown profile 'huge'"),
     ([*RUN, "--set", "meta_iter=5"], None, "unknown key"),
+    ([*RUN, "--set", "pretrain.meta_lr=0.1"], None, "learner pretrain is not in this command's --learners"),
+    ([*RUN, "--set", "maml.context_size=2"], None, "--set maml.context_size: unknown key for learner maml"),
+    ([*RUN, "--set", "maml.inner_lr=0"], None, "inner_lr takes finite float > 0"),
     ([*RUN, "--set", "meta_iterations"], None, "not KEY=VALUE"),
     ([*RUN, "--set", "meta_iterations=ten"], None, "takes int"),
     ([*RUN, "--set", "first_order=maybe"], None, "takes bool"),
@@ -455,3 +459,21 @@ def test_status_of_a_run_whose_training_is_done_says_its_evaluation_is_left(tmp_
     assert checkpoints.training_progress(run_dir, {}, pace=True) == (
         "meta-train 30/30, 6 s per iteration on vm, training done, evaluation left")
     assert checkpoints.training_progress(run_dir, {}) == "meta-train 30/30"
+
+
+def test_set_reaches_every_unit_with_the_key_and_learner_key_one_learner():
+    """--set KEY goes to the units whose config has KEY (first_order: maml and context, not pretrain), --set
+    LEARNER.KEY to that learner's units only, and wins over KEY there."""
+    spec = lambda learner: runner.RunSpec("sinusoid", learner, "smoke", overrides={
+        "first_order": "true", "inner_lr": "0.5", "context.inner_lr": "0.25", "context.context_size": "3"})
+    units = {r.spec.learner: r for r in runner.plan([spec(name) for name in ("maml", "context", "pretrain")], REG)}
+    assert units["maml"].config["first_order"] is True and units["context"].config["first_order"] is True
+    assert "first_order" not in units["pretrain"].config
+    assert units["maml"].config["inner_lr"] == 0.5 and units["pretrain"].config["inner_lr"] == 0.5
+    assert units["context"].config["inner_lr"] == 0.25 and units["context"].config["context_size"] == 3
+    assert dict(units["pretrain"].spec.overrides) == {"inner_lr": "0.5"}
+    alone = runner.plan([runner.RunSpec("sinusoid", "pretrain", "smoke")], REG)[0]
+    inner_lr = runner.plan([runner.RunSpec("sinusoid", "pretrain", "smoke", overrides={"inner_lr": "0.5"})], REG)[0]
+    assert units["pretrain"].run_id == inner_lr.run_id != alone.run_id  # the run of what reached it, nothing else
+    with pytest.raises(UsageError, match="--set first_order: unknown key, in no unit of this command"):
+        runner.plan([runner.RunSpec("sinusoid", "pretrain", "smoke", overrides={"first_order": "true"})], REG)
