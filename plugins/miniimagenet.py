@@ -45,16 +45,15 @@ def _setting(shots: int) -> dict[str, Any]:
 
 PAPER = {"meta_iterations": 60_000, "meta_lr": 1e-3, "eval_tasks": 600, "val_tasks": 50, "threads": 1,
          "compile": False}
-"""The paper's budget. One intra-op thread: on the 2-core CPU, 2 threads took 1.45 s per MAML 1-shot meta-iteration
-instead of 2.35 while the other core was idle, but 16-49 s while other jobs ran (OpenMP threads waiting on each
-other). 50 validation tasks: the core's step-size tuning (`harness.finetune`) scores all of them at once, about
-0.2 GB of activations per task."""
+"""The paper's budget. One intra-op thread: two are faster on an idle CPU but many times slower beside other jobs
+(OpenMP threads waiting on each other; measured in README.md, "Results: MiniImagenet"). 50 validation tasks tune the
+fine-tuning step (`harness.finetune`, a chunk of tasks at a time)."""
 
 
 def float_images(pixels: Tensor) -> Tensor:
-    """uint8 [..., 84, 84, 3] (RGB) -> float [..., 3, 84, 84] in [0, 1], each image stored channels-last (NHWC, as
-    the model's convolutions are: 1.1x / 1.2x faster second- / first-order meta-iterations on the CPU than
-    contiguous NCHW, benchmarks/test_miniimagenet_iteration.py)."""
+    """uint8 [..., 84, 84, 3] (RGB) -> float [..., 3, 84, 84] in [0, 1], each image stored channels-last (NHWC), as
+    the model's weights are: faster meta-iterations on the CPU than contiguous NCHW, the same numbers to rounding
+    (benchmarks/test_miniimagenet_iteration.py)."""
     return pixels.float().div_(255).movedim(-1, -3)
 
 
@@ -78,14 +77,8 @@ class MiniImagenet(ImageClassification):
         # validation task, as tuning the fine-tuning step (14 candidates) is most of a pretrain or scratch smoke run
         "smoke": {**PAPER, "meta_iterations": 2, "meta_batch": 2, "inner_steps": 1, "train_query": 1,
                   "eval_tasks": 2, "eval_steps": 2, "eval_query": 1, "val_tasks": 1, "vectorize": "vmap"},
-        # quick: each learner under 2 hours on the 2-core CPU. Measured there (`run --profile quick --set
-        # meta_iterations=20 --set eval_tasks=10 --set val_tasks=2`, 1 thread, the other core mostly idle), seconds per
-        # meta-iteration 1-shot / 5-shot: maml 2.3 / 3.2, fomaml 1.9 / 1.8, context 2.65 / 3.4, pretrain 2.4 / 0.9;
-        # per test task 2.7 / 3.6; per validation task of step-size tuning 35 / 48 (pretrain, scratch). So 1,200
-        # iterations, 200 test and 10 validation tasks: maml 55 / 76 min, fomaml 47 / 48, context 62 / 80, pretrain
-        # 63 / 38, scratch 15 / 20. Per-task loop and vmap are equally fast here (maml 1-shot 2.35 / 2.37 s, a test
-        # task 2.83 / 2.80 s), but the loop needs half the memory (peak 3.5 GB instead of 6.2). With both cores idle,
-        # --set threads=2 is 1.6x faster (see PAPER).
+        # quick: each learner under 2 hours on the 2-core CPU at one thread (the paces that set this budget are in
+        # README.md, "Results: MiniImagenet"); the per-task loop, faster than vmap and needing half its memory
         "quick": {**PAPER, "meta_iterations": 1_200, "eval_tasks": 200, "val_tasks": 10, "vectorize": "loop"},
         "paper": PAPER,
     }

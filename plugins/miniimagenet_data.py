@@ -41,8 +41,7 @@ PIXELS, INDEX, MANIFEST = "images.npy", "index.json", "MANIFEST.sha256"
 CHUNK = 1000
 """Images decoded (and held in memory) at a time while preparing."""
 WORKERS = min(4, os.cpu_count() or 1)
-"""Decoding threads: Pillow releases the GIL while it decodes. Preparing took 19.3 s with one thread, 13.9 s with 2 and
-12.9 s with 4 on the 2-core CPU (one core partly busy); worker processes could not use more cores than that."""
+"""Decoding threads: Pillow releases the GIL while it decodes (timings in README.md, "Results: MiniImagenet")."""
 PUT = ("put images/ (the 60,000 84x84 JPEGs) and train.csv, val.csv, test.csv (columns filename,label) of the "
        "Ravi & Larochelle split")
 
