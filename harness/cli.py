@@ -371,9 +371,7 @@ def cmd_data(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> in
     source = data_dir(args.data_dir, args.cache)
     dataset = reg.datasets[args.name].obj
     if args.download:
-        if not hasattr(dataset, "download"):
-            raise UsageError(f"dataset {args.name} cannot be downloaded; put its archives in {source}")
-        dataset.download(_writable_dir(source, "--data-dir"))
+        dataset.download(source)
     if not source.is_dir():
         raise UsageError(f"data directory {source} does not exist; pass --data-dir or set HARNESS_DATA to the folder "
                          f"that holds the raw {args.name} archives")
@@ -413,7 +411,7 @@ def cmd_list(args: argparse.Namespace, reg: Registry, argv: Sequence[str]) -> in
 
 
 def _suite_scope(suite: type) -> str:
-    settings = getattr(suite, "settings", {})
+    settings = suite.settings
     return "profiles: " + ", ".join(suite.profiles) + ("; settings: " + ", ".join(settings) if settings else "")
 
 

@@ -119,8 +119,11 @@ def download(url: str, target: Path, md5: str, timeout: float = 60.0) -> Path:
     the right md5 is kept. Network failure or a wrong checksum is a UsageError; nothing partial is left behind."""
     if target.is_file() and file_md5(target) == md5:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as exc:
+        raise UsageError(f"cannot write into {target.parent} ({exc.strerror}); give a writable --data-dir") from None
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:

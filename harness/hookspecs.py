@@ -14,7 +14,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from harness.figures import FigureSpec
-    from harness.protocols import Learner, Suite
+    from harness.protocols import Dataset, Learner, Suite
     from harness.tables import TableSpec
 
 PROJECT = "harness"
@@ -24,12 +24,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def harness_learners() -> Sequence[type[Learner]]:
-    """Learner classes this plugin provides (each satisfies `harness.protocols.Learner`; names must be unique)."""
+    """Learner classes this plugin provides (each a subclass of `harness.protocols.Learner`, checked at
+    registration; names must be unique)."""
 
 
 @hookspec
 def harness_suites() -> Sequence[type[Suite]]:
-    """Suite classes this plugin provides (each satisfies `harness.protocols.Suite`; names must be unique)."""
+    """Suite classes this plugin provides (each a subclass of `harness.protocols.SupervisedSuite` or `RLSuite`,
+    checked at registration; names must be unique)."""
 
 
 @hookspec
@@ -43,8 +45,6 @@ def harness_figures() -> Sequence[FigureSpec]:
 
 
 @hookspec
-def harness_datasets() -> Sequence[object]:
-    """Datasets this plugin can prepare: objects with `name`, `description` and `prepare(data: Path, cache: Path)
-    -> Path` (read raw archives from `data`, write the prepared dataset under `cache`, return its folder; bad or
-    missing input is a `harness.errors.UsageError` saying what to put where), and optionally `download(data: Path)
-    -> Path` (fetch the official archives into `data`, checking their published checksums)."""
+def harness_datasets() -> Sequence[Dataset]:
+    """Datasets this plugin can prepare: instances of subclasses of `harness.protocols.Dataset` (checked at
+    registration; names must be unique)."""

@@ -33,8 +33,7 @@ class FunctionalModel:
         self.weights = [name for name, _ in self.module.named_parameters()]
         self.params: Params = dict(self.module.named_parameters())
         if context_size:
-            shape = getattr(suite, "context_shape", lambda size: (size,))(context_size)
-            self.params["context"] = torch.zeros(shape, device=device, requires_grad=True)
+            self.params["context"] = torch.zeros(suite.context_shape(context_size), device=device, requires_grad=True)
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """One task's outputs for inputs `x`, with any extra inputs of `params` appended."""

@@ -14,6 +14,7 @@ import pluggy
 
 from harness import hookspecs
 from harness.errors import UsageError
+from harness.protocols import Dataset, Learner, Suite, violations
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,21 @@ class Registry:
     figures: dict[str, Provided] = field(default_factory=dict)
     datasets: dict[str, Provided] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # a suite or learner name -> why it was not registered
 
     def learner(self, name: str) -> Any:
-        return _lookup(self.learners, name, "learner")
+        return self._lookup(self.learners, name, "learner")
 
     def suite(self, name: str) -> Any:
-        return _lookup(self.suites, name, "suite")
+        return self._lookup(self.suites, name, "suite")
 
-
-def _lookup(table: dict[str, Provided], name: str, what: str) -> Any:
-    if name not in table:
+    def _lookup(self, table: dict[str, Provided], name: str, what: str) -> Any:
+        if name in table:
+            return table[name].obj
+        if name in self.rejected:
+            raise UsageError(self.rejected[name])
         known = ", ".join(sorted(table)) or "none installed"
         raise UsageError(f"unknown {what} {name!r}; known {what}s: {known} (see `python -m harness list`)")
-    return table[name].obj
 
 
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
@@ -79,14 +82,14 @@ def registry() -> Registry:
     """The registry of the current environment (loaded once per process)."""
     pm, dists, failures = plugin_manager()
     reg = Registry(failures=failures)
-    hooks: list[tuple[Callable[[], Any], dict[str, Provided], Callable[[Any], str]]] = [
-        (pm.hook.harness_learners, reg.learners, lambda obj: obj.name),
-        (pm.hook.harness_suites, reg.suites, lambda obj: obj.name),
-        (pm.hook.harness_tables, reg.tables, lambda obj: obj.name),
-        (pm.hook.harness_figures, reg.figures, lambda obj: obj.name),
-        (pm.hook.harness_datasets, reg.datasets, lambda obj: obj.name),
+    hooks: list[tuple[Callable[[], Any], dict[str, Provided], type | None]] = [
+        (pm.hook.harness_learners, reg.learners, Learner),
+        (pm.hook.harness_suites, reg.suites, Suite),
+        (pm.hook.harness_tables, reg.tables, None),
+        (pm.hook.harness_figures, reg.figures, None),
+        (pm.hook.harness_datasets, reg.datasets, Dataset),  # instances
     ]
-    for hook, into, name_of in hooks:
+    for hook, into, protocol in hooks:
         for impl in hook.get_hookimpls():
             dist = dists[impl.plugin_name]
             try:
@@ -96,7 +99,17 @@ def registry() -> Registry:
                                     f"{type(exc).__name__}: {exc}")
                 continue
             for obj in provided:
-                name = name_of(obj)
+                name = getattr(obj, "name", repr(obj))
+                broken = [] if protocol is None else violations(type(obj), protocol) if protocol is Dataset else (
+                    violations(obj, protocol) if isinstance(obj, type) else [f"{hook.name} gave an instance, not a "
+                                                                             "class"])
+                if broken:
+                    what = protocol.__name__.lower()
+                    reg.rejected[name] = (f"{what} {name!r} from {dist} breaks the plugin contract "
+                                          f"(harness.protocols): {'; '.join(broken)}; skipped - report it to the "
+                                          f"plugin's authors")
+                    reg.failures.append(reg.rejected[name])
+                    continue
                 if name in into:
                     reg.failures.append(f"{name!r} from {dist} clashes with the one from {into[name].dist}; skipped")
                     continue

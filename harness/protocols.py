@@ -9,10 +9,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
+
+from harness.errors import UsageError
+from harness.keys import Key
 
 Params = dict[str, Tensor]
 """Parameters by name, as `nn.Module.named_parameters` gives them; a leading task dimension where batched."""
@@ -102,41 +106,45 @@ class Score:
 
 
 class Suite(Protocol):
-    """A task distribution with its model, loss and test protocol.
+    """What every suite is: a task distribution with its model, loss and test protocol. A suite class subclasses
+    `SupervisedSuite` or `RLSuite` (by its `kind`), and so inherits the defaults of the optional members.
 
     `profiles` maps "smoke" | "quick" | "paper" to the hyperparameters of that profile (training and evaluation);
-    every key there may be overridden with `--set key=value`, within its declaration (`keys`). An RL suite (kind
-    "rl") has no fixed examples: instead of `sample` and `score` it brings `trainer` and an evaluator that rolls out
-    the adapted policies (`plugins.rl`), and its tasks' support comes from `TaskBatch.renew`.
+    every key there may be overridden with `--set key=value`, within its declaration (`keys`).
     """
 
     name: ClassVar[str]
-    kind: ClassVar[str]  # "supervised" | "rl"
-    problem: ClassVar[str]  # supervised suites: "regression" | "classification"
-    metric: ClassVar[str]  # the name of what `score` measures, e.g. "mse" or "accuracy"
+    kind: ClassVar[str]  # "supervised" (`SupervisedSuite`) | "rl" (`RLSuite`)
+    problem: ClassVar[str]  # supervised suites: "regression" | "classification"; RL: "control"
+    metric: ClassVar[str]  # the name of what the evaluator measures, e.g. "mse", "accuracy" or "return"
     lower_is_better: ClassVar[bool]  # the direction of `metric`
     feature_names: ClassVar[tuple[str, ...]]  # names of the columns of `TaskBatch.features`; () when there are none
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
-    # optional: `settings: ClassVar[Mapping[str, Mapping[str, Any]]]`, named variants of the problem (e.g. 5-way
-    # 1-shot), each a config layer applied before the profile; the first is the default
-    # `keys: ClassVar[Mapping[str, harness.config.Key]]`: the declaration (type, range, allowed values, None or not)
-    # of every key of `profiles` and `settings` that `harness.config.CORE_KEYS` does not declare; the runner checks
-    # defaults and `--set` values against it at plan time. A key declared twice (by the core, a suite or a learner)
-    # must be declared alike; an undeclared one is a plugin bug (checked by its default's type alone)
+
+    # optional, with these defaults:
+    settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Named variants of the problem (e.g. 5-way 1-shot), each a config layer applied before the profile; the first
+    is the default."""
+    keys: ClassVar[Mapping[str, Key]] = {}
+    """The declaration of every key of `profiles` and `settings` that `harness.config.CORE_KEYS` does not declare;
+    the runner checks defaults and `--set` values against it at plan time. A key declared twice (by the core, a
+    suite or a learner) must be declared alike; an undeclared one is a plugin bug (checked by its default's type)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None: ...
 
     @property
     def pooled_classes(self) -> int:
         """Classification: the number of distinct classes of the "train" split (the output size of a classifier
-        trained on all of them, as `TaskBatch.support_classes` numbers them); 0 for regression."""
+        trained on all of them, as `TaskBatch.support_classes` numbers them); 0 otherwise."""
 
     def make_model(self, extra_inputs: int = 0, outputs: int | None = None) -> nn.Module:
         """A freshly initialised model (from the global RNG: the runner seeds it); `extra_inputs` widens the input;
         `outputs` replaces the output size of a task (e.g. `pooled_classes` for a classifier over all classes)."""
 
-    # optional: `context_shape(size: int) -> tuple[int, ...]`, the shape of a learned context of `size` extra inputs
-    # (default: a vector; an image suite makes it `size` free image channels, which batch norm cannot cancel)
+    def context_shape(self, size: int) -> tuple[int, ...]:
+        """Optional. The shape of a learned context of `size` extra inputs (default: a vector; an image suite makes it
+        `size` free image channels, which batch norm cannot cancel)."""
+        return (size,)
 
     def append_inputs(self, x: Tensor, extra: Tensor) -> Tensor:
         """One task's inputs `x` with `extra` appended to each: a vector (as features, or as constant channels of an
@@ -145,28 +153,42 @@ class Suite(Protocol):
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The training loss of one task (a scalar)."""
 
-    def score(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """The test metric of each task of a batch (task dimension 0) -> one value per task."""
+    def evaluator(self, device: torch.device) -> Evaluator:
+        """The frozen test protocol of this suite under its config."""
+
+
+class SupervisedSuite(Suite, Protocol):
+    """A suite of fixed examples (kind "supervised"): learners train on `sample`d tasks with the core's trainer."""
 
     def sample(self, split: str, n_tasks: int, generator: torch.Generator, shots: int, query: int) -> TaskBatch:
         """`n_tasks` tasks of `split` ("train" | "val" | "test") with `shots` support and `query` query examples
         each (per class, for classification), every random draw taken from `generator`."""
 
-    def evaluator(self, device: torch.device) -> Evaluator:
-        """The frozen test protocol of this suite under its config."""
+    def score(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The test metric of each task of a batch (task dimension 0) -> one value per task."""
 
-    # optional: `trainer(config) -> harness.training.MetaTrainer`, the suite's own outer loop (RL: rollouts and a
-    # TRPO step); without it learners train with `harness.training.SupervisedTrainer` on `sample`d tasks
+
+class RLSuite(Suite, Protocol):
+    """A suite whose examples come from acting (kind "rl"): it brings its own outer loop (`trainer`), an evaluator
+    that rolls out the adapted policies, and tasks whose support comes from `TaskBatch.renew` (`plugins.rl`)."""
+
+    def trainer(self, config: Mapping[str, Any]) -> Any:
+        """The suite's outer loop, a `harness.training.MetaTrainer` (RL: rollouts and a TRPO step)."""
 
 
 class Learner(Protocol):
-    """A meta-learner. Constructed once per run with the merged config (suite profile, learner defaults, --set)."""
+    """A meta-learner. Constructed once per run with the merged config (suite profile, learner defaults, --set). A
+    learner class subclasses this, and so inherits the defaults of the optional members."""
 
     name: ClassVar[str]
     description: ClassVar[str]
     defaults: ClassVar[Mapping[str, Any]]  # the learner's own config keys and their default values
-    # optional: `profile_defaults: ClassVar[Mapping[str, Mapping[str, Any]]]`, per-profile values of those keys;
-    # `keys: ClassVar[Mapping[str, harness.config.Key]]`, the declaration of each of those keys, as `Suite.keys`
+
+    # optional, with these defaults:
+    profile_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Per-profile values of the learner's keys."""
+    keys: ClassVar[Mapping[str, Key]] = {}
+    """The declaration of each of the learner's keys, as `Suite.keys`."""
 
     def __init__(self, config: Mapping[str, Any]) -> None: ...
 
@@ -179,6 +201,60 @@ class Learner(Protocol):
 
     def adapt(self, suite: Suite, state: Mapping[str, Tensor], tasks: TaskBatch, steps: int) -> Iterator[Adapted]:
         """Yield the model adapted to every task of `tasks` after 0, 1, ..., `steps` gradient steps on its support."""
+
+
+class Dataset(Protocol):
+    """A dataset a plugin can prepare (`python -m harness data prepare NAME`): an instance of a subclass of this."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def prepare(self, data: Path, cache: Path) -> Path:
+        """Read the raw archives from `data`, write the prepared dataset under `cache` and return its folder; bad or
+        missing input is a `harness.errors.UsageError` saying what to put where."""
+
+    def download(self, data: Path) -> Path:
+        """Optional. Fetch the official archives into `data`, checking their published checksums (default: none to
+        fetch, a UsageError)."""
+        raise UsageError(f"dataset {self.name} cannot be downloaded; put its archives in {data}")
+
+
+SUITE_KINDS: Mapping[str, type] = {"supervised": SupervisedSuite, "rl": RLSuite}
+OPTIONAL = frozenset({"settings", "keys", "context_shape", "profile_defaults", "download"})
+"""Members a plugin class may leave to its protocol's default."""
+
+
+def violations(plugin: type, protocol: type) -> list[str]:
+    """How the class `plugin` breaks the contract of `protocol` (`Learner`, `Dataset`, or `Suite` with the protocol of
+    its `kind`): not a subclass of it, or a required member neither defined nor inherited from another class. Empty
+    when it conforms."""
+    if protocol is Suite:
+        kind = getattr(plugin, "kind", None)
+        if kind not in SUITE_KINDS:
+            return [f"kind {kind!r} is not one of {', '.join(SUITE_KINDS)}"]
+        protocol = SUITE_KINDS[kind]
+    if protocol not in plugin.__mro__:
+        return [f"not a subclass of harness.protocols.{protocol.__name__}"]
+    return [f"missing {name}" for name in sorted(_members(protocol) - OPTIONAL)
+            if _owner(plugin, name) in (None, *_protocols(protocol))]
+
+
+def _protocols(protocol: type) -> list[type]:
+    return [c for c in protocol.__mro__ if getattr(c, "_is_protocol", False) and c is not Protocol]
+
+
+def _members(protocol: type) -> set[str]:
+    """What `protocol` and the protocols it extends declare: annotated attributes, methods and properties."""
+    names: set[str] = set()
+    for cls in _protocols(protocol):
+        names |= set(cls.__dict__.get("__annotations__", {}))
+        names |= {n for n, v in vars(cls).items() if callable(v) or isinstance(v, (property, classmethod))}
+    return {n for n in names if not n.startswith("_")}
+
+
+def _owner(plugin: type, name: str) -> type | None:
+    """The first class of `plugin`'s MRO that defines `name`."""
+    return next((cls for cls in plugin.__mro__ if name in vars(cls)), None)
 
 
 class Evaluator(Protocol):

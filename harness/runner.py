@@ -87,7 +87,7 @@ def configure(spec: RunSpec, registry: Registry) -> tuple[RunSpec, dict[str, Any
         raise UsageError(f"unknown device {spec.device!r}; use cpu or cuda")
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-    learner_profile = getattr(learner_cls, "profile_defaults", {}).get(spec.profile, {})
+    learner_profile = learner_cls.profile_defaults.get(spec.profile, {})
     keys = configuration.declarations(suite_cls, learner_cls)
     config = configuration.merge(configuration.RUNTIME_DEFAULTS, setting_layer(suite_cls, spec),
                                  suite_cls.profiles[spec.profile], learner_cls.defaults, learner_profile,
@@ -99,12 +99,12 @@ def configure(spec: RunSpec, registry: Registry) -> tuple[RunSpec, dict[str, Any
     if not learner_cls.applies_to(suite_cls):
         raise UsageError(f"learner {spec.learner} does not apply to suite {spec.suite}; "
                          "`python -m harness list` shows which learner applies to which suite")
-    return replace(spec, setting=spec.setting or next(iter(getattr(suite_cls, "settings", {})), None)), config
+    return replace(spec, setting=spec.setting or next(iter(suite_cls.settings), None)), config
 
 
 def setting_layer(suite: type[Suite], spec: RunSpec) -> Mapping[str, Any]:
     """The config layer of `spec.setting` (the suite's first setting when None)."""
-    settings: Mapping[str, Mapping[str, Any]] = getattr(suite, "settings", {})
+    settings = suite.settings
     if not settings:
         if spec.setting is not None:
             raise UsageError(f"suite {spec.suite} has no settings; leave out --setting {spec.setting}")
@@ -281,7 +281,7 @@ def identify(run_id_: str, registry: Registry) -> tuple[RunSpec, dict[str, Any]]
     seed read from the id), or None when none does (the run was made with --set values or on another device)."""
     for suite, learner in itertools.product(registry.suites, registry.learners):
         suite_cls = registry.suite(suite)
-        for profile, setting in itertools.product(suite_cls.profiles, [None, *getattr(suite_cls, "settings", {})]):
+        for profile, setting in itertools.product(suite_cls.profiles, [None, *suite_cls.settings]):
             prefix = f"{suite}-{setting + '-' if setting else ''}{learner}-{profile}-s"
             seed = run_id_.removeprefix(prefix).partition("-")[0]
             if not run_id_.startswith(prefix) or not seed.isdigit():

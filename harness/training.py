@@ -56,9 +56,8 @@ def adaptation_step_sizes(lr: float, steps: int, config: Mapping[str, Any]) -> l
 
 
 def trainer_for(suite: Suite, config: Mapping[str, Any]) -> MetaTrainer:
-    """The suite's own trainer where it has one, else `SupervisedTrainer`."""
-    make = getattr(suite, "trainer", None)
-    return make(config) if make is not None else SupervisedTrainer(suite, config)
+    """An RL suite's own trainer (`RLSuite.trainer`), else `SupervisedTrainer`."""
+    return suite.trainer(config) if suite.kind == "rl" else SupervisedTrainer(suite, config)
 
 
 class SupervisedTrainer:

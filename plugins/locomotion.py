@@ -29,9 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.config import Key
 from harness.errors import UsageError
-from harness.protocols import Forward, Params
+from harness.protocols import Forward, Key, Params, RLSuite
 from plugins.rl.evaluation import RolloutEvaluator
 from plugins.rl.locomotion.sampler import LocomotionBatch
 from plugins.rl.locomotion.simulators import Simulator, make_simulator
@@ -57,7 +56,7 @@ sampler counted them (`rollout`'s `fill_env_steps`), keeping every episode begun
 same batches."""
 
 
-class LocomotionSuite:
+class LocomotionSuite(RLSuite):
     """A locomotion task family as a suite; subclasses name the family."""
 
     family: ClassVar[str]

@@ -15,14 +15,13 @@ import torch
 from torch import Tensor
 
 from harness import hookimpl
-from harness.config import Key
 from harness.functional import adapt_batch, resolve_vectorize, step_sizes
 from harness.models import FunctionalModel
-from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
+from harness.protocols import Adapted, Key, Learner, Suite, TaskBatch, TrainContext
 from harness.training import Adaptation, adaptation_step_sizes, trainer_for
 
 
-class MAML:
+class MAML(Learner):
     name = "maml"
     description = "model-agnostic meta-learning, second-order meta-gradient"
     defaults: Mapping[str, Any] = {"first_order": False}

@@ -24,10 +24,9 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from harness import hookimpl
-from harness.config import Key
 from harness.data import cache_dir, data_dir
 from harness.evaluation import FewShotEvaluator
-from harness.protocols import Learner, Progress, Score, Suite, TaskBatch
+from harness.protocols import Key, Learner, Progress, Score, Suite, SupervisedSuite, TaskBatch
 from harness.seeding import generator
 from plugins.miniimagenet_data import FOLDER, SIZE, MiniImagenetData, load_split
 from plugins.vision import ImageClassification, pooled_conv_net
@@ -63,7 +62,7 @@ def channels_last(x: Tensor) -> Tensor:
     return x.movedim(-3, -1).contiguous().movedim(-1, -3) if x.is_floating_point() and x.dim() >= 4 else x
 
 
-class MiniImagenet(ImageClassification):
+class MiniImagenet(ImageClassification, SupervisedSuite):
     """MiniImagenet 5-way K-shot classification (paper section 5.2), 4-block conv net with max-pooling, accuracy (%)."""
 
     name = "miniimagenet"

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from harness.data import build_atomically, file_digest
 from harness.errors import UsageError
 from harness.files import write_atomic, write_text
+from harness.protocols import Dataset
 
 SPLIT = Path(__file__).parent / "reference" / "miniimagenet-split.json"
 """The committed class split: the wnids of each split ("train", "val", "test") of Ravi & Larochelle's CSVs."""
@@ -46,7 +47,7 @@ PUT = ("put images/ (the 60,000 84x84 JPEGs) and train.csv, val.csv, test.csv (c
        "Ravi & Larochelle split")
 
 
-class MiniImagenetData:
+class MiniImagenetData(Dataset):
     name = "miniimagenet"
     description = "MiniImagenet (Ravi & Larochelle split), 100 classes x 600 images, 84x84 RGB"
 

@@ -25,9 +25,8 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from harness import hookimpl
-from harness.config import Key
 from harness.models import FunctionalModel
-from harness.protocols import Params, Suite, TrainContext
+from harness.protocols import Key, Params, Suite, TrainContext
 from plugins.pretrain import Pretrain
 
 STRENGTHS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)

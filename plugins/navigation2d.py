@@ -22,9 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.config import Key
 from harness.errors import UsageError
-from harness.protocols import Forward, Params
+from harness.protocols import Forward, Key, Params, RLSuite
 from plugins.rl.evaluation import RolloutEvaluator
 from plugins.rl.navigation import NavigationBatch, sample_goals
 from plugins.rl.policy_gradient import ROLLOUT_KEYS, GaussianMLPPolicy, Paths, reinforce_loss, rollout
@@ -42,7 +41,7 @@ PAPER: Mapping[str, Any] = {
 }
 
 
-class Navigation2D:
+class Navigation2D(RLSuite):
     """2D point-robot navigation to a goal (paper section 5.3), return = sum of minus distances over 100 steps."""
 
     name = "navigation2d"

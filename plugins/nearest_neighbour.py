@@ -34,8 +34,7 @@ from torch.func import vmap
 from torch.nn import functional as F
 
 from harness import hookimpl
-from harness.config import Key
-from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
+from harness.protocols import Adapted, Key, Learner, Suite, TaskBatch, TrainContext
 from plugins.pretrain import pooled_classifier
 
 DISTANCES = ("cosine", "euclidean")
@@ -60,7 +59,7 @@ def penultimate(model: nn.Module) -> nn.Module:
     return model[:-1]
 
 
-class NearestNeighbour:
+class NearestNeighbour(Learner):
     name = "nearest-neighbour"
     description = "nearest support example in the features of a classifier trained on all training classes"
     defaults: Mapping[str, Any] = {"distance": "cosine"}

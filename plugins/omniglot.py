@@ -18,11 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.config import Key
 from harness.data import cache_dir, data_dir
 from harness.errors import UsageError
 from harness.evaluation import FewShotEvaluator
-from harness.protocols import TaskBatch
+from harness.protocols import Key, SupervisedSuite, TaskBatch
 from plugins.omniglot_data import SIZE, OmniglotData, load_split
 from plugins.vision import ImageClassification, conv_net, fc_net
 
@@ -44,7 +43,7 @@ PAPER = {"meta_iterations": 60_000, "meta_lr": 1e-3, "eval_tasks": 600, "val_tas
          "rotate": True, "threads": 2, "compile": False}
 
 
-class Omniglot(ImageClassification):
+class Omniglot(ImageClassification, SupervisedSuite):
     """Omniglot N-way K-shot classification (paper section 5.2), conv or fully connected model, accuracy (%)."""
 
     name = "omniglot"

@@ -18,6 +18,7 @@ from PIL import Image
 from harness.data import build_atomically, download, extract_zip
 from harness.errors import UsageError
 from harness.files import write_atomic, write_text
+from harness.protocols import Dataset
 from harness.seeding import generator
 
 ARCHIVES = ("images_background.zip", "images_evaluation.zip")
@@ -33,7 +34,7 @@ ALPHABETS, CHARACTERS, DRAWINGS = 50, 1623, 20
 SIZE = 28
 
 
-class OmniglotData:
+class OmniglotData(Dataset):
     name = "omniglot"
     description = "Omniglot, 1,623 characters x 20 drawings, resized to 28x28"
 

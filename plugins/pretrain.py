@@ -23,7 +23,7 @@ from harness import hookimpl
 from harness.finetune import step_size_for
 from harness.functional import adapt_batch, resolve_vectorize
 from harness.models import FunctionalModel
-from harness.protocols import Adapted, Suite, TaskBatch, TrainContext
+from harness.protocols import Adapted, Learner, Suite, TaskBatch, TrainContext
 from harness.training import adaptation_step_sizes, trainer_for
 
 
@@ -36,7 +36,7 @@ def pooled_classifier(suite: Suite, config: Mapping[str, Any], ctx: TrainContext
     return pooled
 
 
-class Pretrain:
+class Pretrain(Learner):
     name = "pretrain"
     description = "one network trained on all tasks, fine-tuned with a tuned step size"
     defaults: Mapping[str, Any] = {}

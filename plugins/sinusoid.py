@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.evaluation import FewShotEvaluator
-from harness.protocols import TaskBatch
+from harness.protocols import SupervisedSuite, TaskBatch
 
 PAPER = {
     "meta_iterations": 70_000, "meta_batch": 25, "train_shots": 10, "train_query": 10,
@@ -22,7 +22,7 @@ PAPER = {
 }
 
 
-class Sinusoid:
+class Sinusoid(SupervisedSuite):
     """Sinusoid regression of the paper (section 5.1): amplitude and phase vary, MLP 1-40-40-1, MSE."""
 
     name = "sinusoid"

@@ -3,14 +3,14 @@ import math
 
 from hypothesis import strategies as st
 
-from harness import config
-from harness.config import INT_MAX, Key
+from harness import keys
+from harness.keys import INT_MAX, Key
 
 
 def valid(spec: Key) -> st.SearchStrategy[str]:
     """`--set` values that `spec` allows."""
     if spec.type is bool:
-        values = st.sampled_from(config.TRUE_WORDS + config.FALSE_WORDS).flatmap(
+        values = st.sampled_from(keys.TRUE_WORDS + keys.FALSE_WORDS).flatmap(
             lambda w: st.sampled_from([w, w.upper(), w.title()]))
     elif spec.choices:
         values = st.sampled_from(spec.choices)

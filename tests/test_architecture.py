@@ -9,6 +9,7 @@ import harness
 CORE = Path(harness.__file__).parent
 LAYERS = [
     {"errors", "files", "seeding", "machine", "stats", "sweeps"},  # no harness imports
+    {"keys"},  # option declarations
     {"harness", "protocols", "hookspecs", "data"},  # the contract; datasets' cache
     {"functional", "models", "evaluation", "finetune", "training", "decisions", "config", "checkpoints"},  # toolkit
     {"plugins", "store", "regression"},  # the registry of plugins, the results store

@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 from strategies import JUNK, valid
 
 from harness import config
-from harness.config import CORE_KEYS, INT_MAX, RUNTIME_DEFAULTS, Key
+from harness.config import CORE_KEYS, RUNTIME_DEFAULTS
 from harness.errors import UsageError
+from harness.keys import INT_MAX, TRUE_WORDS, Key
 from harness.plugins import Provided, Registry, registry
+from harness.protocols import Learner, SupervisedSuite
 from harness.runner import RunSpec, configure
 
 REG = registry()
@@ -67,7 +69,7 @@ def test_a_plugin_declares_only_keys_it_sets(owner, plugin, layers):
 def test_a_key_declared_by_two_plugins_that_meet_in_a_run_is_declared_alike():
     """The core and a plugin, or a suite and a learner, must agree on a key they both declare (two suites never meet
     in one run: each may bound e.g. `ways` by its own classes)."""
-    owners = [("the core", CORE_KEYS)] + [(owner, getattr(p, "keys", {})) for owner, p, _ in PLUGINS]
+    owners = [("the core", CORE_KEYS)] + [(owner, p.keys) for owner, p, _ in PLUGINS]
     meet = lambda a, b: "the core" in (a, b) or a.split()[0] != b.split()[0]
     for (owner, keys), (other, others) in itertools.combinations(owners, 2):
         if meet(owner, other):
@@ -143,7 +145,7 @@ def test_values_that_fit_read_as_before():
 
 # third-party plugins
 
-class FakeSuite:
+class FakeSuite(SupervisedSuite):
     name = "fake"
     kind = "supervised"
     problem = "regression"
@@ -151,7 +153,7 @@ class FakeSuite:
     keys = {"width": Key(int, "hidden units", low=1, high=64)}
 
 
-class FakeLearner:
+class FakeLearner(Learner):
     name = "plain"
     defaults = {"plain_lr": 0.02, "option": None, "names": ("a", "b")}
 
@@ -237,7 +239,7 @@ def assignments(draw, values):
 @given(assignments(valid))
 def test_every_value_a_declaration_allows_configures(case):
     suite, learner, profile, key, raw = case
-    assume(COMPILER or not (key == "compile" and raw.lower() in config.TRUE_WORDS))
+    assume(COMPILER or not (key == "compile" and raw.lower() in TRUE_WORDS))
     spec, cfg = configure(RunSpec(suite, learner, profile, overrides={key: raw}), REG)
     assert cfg[key] == config.declarations(REG.suite(suite), REG.learner(learner))[key].parse(key, raw)
 

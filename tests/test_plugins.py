@@ -13,10 +13,10 @@ from torch.func import functional_call
 
 import harness
 from harness.functional import adapt_batch, step_sizes, task_loss
-from harness.protocols import Adapted
+from harness.protocols import Adapted, Learner
 
 
-class PlainSGD:
+class PlainSGD(Learner):
     name = "plain-sgd"
     description = "random initialisation, SGD at test time (a third-party example)"
     defaults = {"plain_lr": 0.02}
@@ -89,3 +89,62 @@ def test_broken_plugin_is_reported_by_distribution_and_others_still_work(site, t
     assert listed.returncode == 0
     assert "broken-plugin" in listed.stderr and "missing dependency xyz" in listed.stderr
     assert "plain-sgd" in listed.stdout and "maml" in listed.stdout
+
+
+OFF_CONTRACT = '''
+"""A suite without `sample` and a learner that does not subclass harness.protocols.Learner."""
+import harness
+from harness.protocols import SupervisedSuite
+from plugins.sinusoid import Sinusoid
+
+
+class Unsampled(SupervisedSuite):
+    name, kind, problem, metric, lower_is_better = "unsampled", "supervised", "regression", "mse", True
+    feature_names = ()
+    profiles = Sinusoid.profiles
+    make_model, append_inputs, loss, score, evaluator = (Sinusoid.make_model, Sinusoid.append_inputs, Sinusoid.loss,
+                                                         Sinusoid.score, Sinusoid.evaluator)
+    pooled_classes = 0
+
+    def __init__(self, config):
+        self.config = config
+
+
+class Freestanding:
+    name, description, defaults = "freestanding", "not a subclass", {}
+
+
+@harness.hookimpl
+def harness_suites():
+    return [Unsampled]
+
+
+@harness.hookimpl
+def harness_learners():
+    return [Freestanding]
+'''
+
+
+def test_a_plugin_off_the_contract_is_named_with_its_distribution_and_refused_in_one_line(site, tmp_path):
+    """Conformance is checked at registration: `list` names what breaks the contract and from which distribution, a
+    run that asks for it is a one-line error (exit 2), and the other plugins still work."""
+    make_distribution(site, "off-contract", "off_contract", OFF_CONTRACT)
+    listed = harness(site, "list", cwd=tmp_path)
+    assert listed.returncode == 0 and "plain-sgd" in listed.stdout and "unsampled" not in listed.stdout
+    assert ("suite 'unsampled' from off-contract breaks the plugin contract (harness.protocols): missing sample"
+            in listed.stderr)
+    assert "learner 'freestanding' from off-contract" in listed.stderr and "not a subclass of" in listed.stderr
+    ran = harness(site, "run", "--suite", "unsampled", "--learners", "maml", "--profile", "smoke",
+                  "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1 and "missing sample" in ran.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_built_in_suite_and_learner_keeps_the_contract():
+    from harness.plugins import registry
+    from harness.protocols import Learner, Suite, violations
+
+    reg = registry()
+    assert reg.failures == [] and len(reg.suites) >= 8 and len(reg.learners) >= 10
+    assert all(violations(p.obj, Suite) == [] for p in reg.suites.values())
+    assert all(violations(p.obj, Learner) == [] for p in reg.learners.values())

@@ -7,14 +7,14 @@ import torch
 from harness import runner
 from harness.errors import UsageError
 from harness.plugins import Provided, Registry
-from harness.protocols import Score
+from harness.protocols import Learner, Score
 from harness.store import Store
 from plugins.sinusoid import Sinusoid
 
 FIRST_BATCH = {}
 
 
-class Untrained:
+class Untrained(Learner):
     """A learner that trains nothing: its state is the suite's freshly initialised model."""
 
     name = "untrained"
@@ -174,7 +174,7 @@ def test_a_resumed_run_s_progress_bar_starts_at_its_checkpoint_and_times_only_th
 
 
 def test_an_option_with_a_none_default_keeps_the_identity_of_runs_and_reads_set_values_by_its_declaration():
-    from harness.config import Key
+    from harness.protocols import Key
 
     class Optioned(Sinusoid):
         profiles = {name: {**p, "new_option": None} for name, p in Sinusoid.profiles.items()}

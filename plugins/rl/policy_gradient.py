@@ -18,8 +18,7 @@ import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from harness.config import Key
-from harness.protocols import Forward, Params
+from harness.protocols import Forward, Key, Params
 
 
 class BatchEnv(Protocol):

@@ -20,11 +20,10 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from harness.config import Key
 from harness.errors import UsageError
 from harness.functional import inner_loop
 from harness.models import FunctionalModel
-from harness.protocols import Params, TrainContext
+from harness.protocols import Key, Params, TrainContext
 from harness.training import Adaptation
 from plugins.rl.evaluation import STEP_SIZES, validation_returns
 from plugins.rl.policy_gradient import RLSuite, advantages, gaussian_kl, gaussian_log_prob, split, support_of
