@@ -57,6 +57,12 @@ class _TaskEnv:
         self.variant = variant_of(variant)
         self.task = 0.0
 
+    def _headless(self) -> None:
+        """Declare no render modes: the harness never renders, and gymnasium's (a window, or an OpenGL context for
+        frames) fail on a machine without a display, where `gymnasium.utils.env_checker.check_env` tries them all.
+        For pictures, render gymnasium's own HalfCheetah-v5 or Ant-v5."""
+        self.metadata = {**self.metadata, "render_modes": []}
+
     def _observation_space(self) -> None:
         """The observation space of the variant's observation size (after gymnasium's __init__)."""
         size = observation_size(self.family.robot, self.variant)
@@ -151,6 +157,7 @@ class HalfCheetahTaskEnv(_TaskEnv, HalfCheetahEnv):
     def __init__(self, family: str = "cheetah-velocity", variant: str | None = None, **kwargs: Any) -> None:
         self._setup(family, variant, CHEETAH)
         HalfCheetahEnv.__init__(self, frame_skip=CHEETAH.frame_skip, reset_noise_scale=RESET_NOISE, **kwargs)
+        self._headless()
         self._observation_space()
         EzPickle.__init__(self, family, variant, **kwargs)
 
@@ -170,6 +177,7 @@ class AntTaskEnv(_TaskEnv, AntEnv):
         self._setup(family, variant, ANT)
         AntEnv.__init__(self, frame_skip=ANT.frame_skip, reset_noise_scale=RESET_NOISE,
                         contact_force_range=(-1.0, 1.0), healthy_z_range=ANT.healthy_z, **kwargs)
+        self._headless()
         self._observation_space()
         EzPickle.__init__(self, family, variant, **kwargs)
 
