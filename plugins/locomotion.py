@@ -18,7 +18,7 @@ Every profile runs the released code's rllab environments (`variant` rllab: rlla
 end with the torso subtree's centre of mass, the ant's 125 hold its x-y position -, the whole robot's centre-of-mass
 velocity in the reward, rllab's initial states; `plugins.rl.locomotion.tasks`): with gymnasium v5's 17 cheetah
 observations (`--set variant=gymnasium`) second-order MAML reached a third of the released model's return after one
-step at the released settings (README).
+step at the released settings (docs/results.md).
 """
 from __future__ import annotations
 

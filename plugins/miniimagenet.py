@@ -45,8 +45,8 @@ def _setting(shots: int) -> dict[str, Any]:
 PAPER = {"meta_iterations": 60_000, "meta_lr": 1e-3, "eval_tasks": 600, "val_tasks": 50, "threads": 1,
          "compile": False}
 """The paper's budget. One intra-op thread: two are faster on an idle CPU but many times slower beside other jobs
-(OpenMP threads waiting on each other; measured in README.md, "Results: MiniImagenet"). 50 validation tasks tune the
-fine-tuning step (`harness.finetune`, a chunk of tasks at a time)."""
+(OpenMP threads waiting on each other; measured in docs/results.md, "Results: MiniImagenet"). 50 validation tasks
+tune the fine-tuning step (`harness.finetune`, a chunk of tasks at a time)."""
 
 
 def float_images(pixels: Tensor) -> Tensor:
@@ -77,7 +77,7 @@ class MiniImagenet(ImageClassification, SupervisedSuite):
         "smoke": {**PAPER, "meta_iterations": 2, "meta_batch": 2, "inner_steps": 1, "train_query": 1,
                   "eval_tasks": 2, "eval_steps": 2, "eval_query": 1, "val_tasks": 1, "vectorize": "vmap"},
         # quick: each learner under 2 hours on the 2-core CPU at one thread (the paces that set this budget are in
-        # README.md, "Results: MiniImagenet"); the per-task loop, faster than vmap and needing half its memory
+        # docs/results.md, "Results: MiniImagenet"); the per-task loop, faster than vmap and needing half its memory
         "quick": {**PAPER, "meta_iterations": 1_200, "eval_tasks": 200, "val_tasks": 10, "vectorize": "loop"},
         "paper": PAPER,
     }

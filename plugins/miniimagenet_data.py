@@ -42,7 +42,7 @@ PIXELS, INDEX, MANIFEST = "images.npy", "index.json", "MANIFEST.sha256"
 CHUNK = 1000
 """Images decoded (and held in memory) at a time while preparing."""
 WORKERS = min(4, os.cpu_count() or 1)
-"""Decoding threads: Pillow releases the GIL while it decodes (timings in README.md, "Results: MiniImagenet")."""
+"""Decoding threads: Pillow releases the GIL while it decodes (timings in docs/results.md, "Results: MiniImagenet")."""
 PUT = ("put images/ (the 60,000 84x84 JPEGs) and train.csv, val.csv, test.csv (columns filename,label) of the "
        "Ravi & Larochelle split")
 
