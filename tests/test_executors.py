@@ -136,7 +136,8 @@ def test_ctrl_c_stops_a_process_pool_sweep_and_starts_no_further_unit(tmp_path):
     assert sweep.returncode == 130, err
     states = run_states(tmp_path)
     assert sorted(run.split("-")[1] for run in states) == ["fomaml", "maml"], states  # context never started
-    assert set(states.values()) == {"running"}, states  # both resumable
+    errors = sqlite3.connect(tmp_path / "results.sqlite").execute("SELECT run_id, error FROM runs").fetchall()
+    assert set(states.values()) == {"running"}, (states, errors, err)  # both resumable
 
 
 def test_sigterm_to_the_command_alone_stops_a_process_pool_sweep_at_its_workers_checkpoints(tmp_path):
